@@ -1,0 +1,1 @@
+"""Desktop simulation of on-device continual learning: scenario runner, metrics, reports."""
