@@ -65,6 +65,6 @@ class TflmOracle:
             self._interpreter.invoke()
             outputs.append([np.array(self._interpreter.get_output(k)) for k in range(self.num_outputs)])
             for i in tensor_indices:
-                tensors[i].append(np.array(self._interpreter.GetTensor(i, 0)))
+                tensors[i].append(np.array(self._interpreter.GetTensor(i, 0)["tensor_data"]))
         stacked = [np.concatenate([o[k] for o in outputs]) for k in range(self.num_outputs)] if n else []
         return stacked, {i: np.stack(v) for i, v in tensors.items()}

@@ -1,0 +1,122 @@
+"""The int8 engine: runs a QGraph with TFLM's reference arithmetic, batched over samples.
+
+Every op is prepared once (``zo_edge.kernels``); a run walks the ops in graph order. The graph's
+tensors carry a batch of 1; the engine carries a batch of N on axis 0 of every activation.
+
+``Engine.split(cut)`` divides the graph at a tensor: the prefix (what the cut depends on) runs once
+per sample, the suffix (everything after) as often as needed with other constants — this is what
+makes zeroth-order training affordable: 2q+1 suffix passes per step, one prefix pass per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from zo_edge.errors import ZoEdgeError
+from zo_edge.kernels import KERNELS, SUPPORTED_OPS
+from zo_edge.qgraph import QGraph
+
+
+@dataclass
+class Step:
+    op: object
+    evaluate: object
+    params: object
+
+
+def _batched_tensors(graph: QGraph) -> set[int]:
+    """Tensors that carry the batch axis: whatever derives from a graph input, except shapes."""
+    batched = set(graph.inputs)
+    for op in graph.ops:
+        if op.opcode != "SHAPE" and any(i in batched for i in op.inputs):
+            batched.update(op.outputs)
+    return batched
+
+
+class Engine:
+    def __init__(self, graph: QGraph):
+        unsupported = sorted({op.opcode for op in graph.ops} - set(KERNELS))
+        if unsupported:
+            raise ZoEdgeError(
+                f"{graph.source} uses {', '.join(unsupported)}, which the int8 engine does not support; "
+                f"supported ops: {', '.join(SUPPORTED_OPS)}"
+            )
+        self.graph = graph
+        self.batched = _batched_tensors(graph)
+        self.constants = {t.index: t.data for t in graph.tensors if t.is_constant}
+        self.steps = []
+        for op in graph.ops:
+            kernel = KERNELS[op.opcode]
+            try:
+                params = kernel.prepare(op, graph, [i in self.batched for i in op.inputs])
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                raise ZoEdgeError(f"{graph.source}: {op.opcode} (op {op.index}) cannot run: {exc}") from None
+            self.steps.append(Step(op, kernel.evaluate, params))
+
+    # -- running -------------------------------------------------------------------------------
+    def check_inputs(self, inputs) -> list[np.ndarray]:
+        """The inputs as a list of arrays, or a ZoEdgeError saying what was expected and what came."""
+        if isinstance(inputs, np.ndarray):
+            inputs = [inputs]
+        if len(inputs) != len(self.graph.inputs):
+            raise ZoEdgeError(f"{self.graph.source} takes {len(self.graph.inputs)} input(s), {len(inputs)} given")
+        for k, (x, index) in enumerate(zip(inputs, self.graph.inputs)):
+            t = self.graph.tensors[index]
+            expected = ("N",) + tuple(t.shape[1:])
+            if x.dtype != t.dtype or x.ndim != len(t.shape) or tuple(x.shape[1:]) != tuple(t.shape[1:]):
+                raise ZoEdgeError(
+                    f"input {k} of {self.graph.source}: expected {np.dtype(t.dtype).name} "
+                    f"[{', '.join(map(str, expected))}], given {x.dtype.name} [{', '.join(map(str, x.shape))}]"
+                )
+        return list(inputs)
+
+    def run(self, inputs, capture=(), constants=None):
+        """Run the whole graph on a batch. Returns (outputs, captured) like ``TflmOracle.run``."""
+        values = dict(zip(self.graph.inputs, self.check_inputs(inputs)))
+        self._execute(self.steps, values, constants)
+        return [values[i] for i in self.graph.outputs], {i: values[i] for i in capture}
+
+    def _execute(self, steps, values: dict, constants=None) -> dict:
+        consts = self.constants if not constants else {**self.constants, **constants}
+        for step in steps:
+            args = [None if i < 0 else values[i] if i in values else consts[i] for i in step.op.inputs]
+            values[step.op.outputs[0]] = step.evaluate(step.params, args)
+        return values
+
+    def split(self, cut: int) -> "SplitEngine":
+        return SplitEngine(self, cut)
+
+
+class SplitEngine:
+    """An engine cut at one tensor: ``run_prefix`` once per sample, ``run_suffix`` many times."""
+
+    def __init__(self, engine: Engine, cut: int):
+        graph = engine.graph
+        if graph.tensors[cut].is_constant or cut not in engine.batched:
+            raise ZoEdgeError(f"cannot split {graph.source} at tensor {cut}: it is not an activation")
+        needed = {cut}  # the cut's ancestors form the prefix
+        prefix_ops = set()
+        for op in reversed(graph.ops):
+            if any(o in needed for o in op.outputs):
+                prefix_ops.add(op.index)
+                needed.update(i for i in op.inputs if i >= 0)
+        self.engine = engine
+        self.cut = cut
+        self.prefix = [s for s in engine.steps if s.op.index in prefix_ops]
+        self.suffix = [s for s in engine.steps if s.op.index not in prefix_ops]
+        produced_before = set(graph.inputs) | {o for s in self.prefix for o in s.op.outputs}
+        read_after = {i for s in self.suffix for i in s.op.inputs} | set(graph.outputs)
+        # the suffix reads the cut and whatever else the prefix made (a skip connection across the cut)
+        self.boundary = [cut] + sorted((produced_before & read_after) - {cut})
+
+    def run_prefix(self, inputs) -> dict[int, np.ndarray]:
+        values = dict(zip(self.engine.graph.inputs, self.engine.check_inputs(inputs)))
+        self.engine._execute(self.prefix, values)
+        return {i: values[i] for i in self.boundary}
+
+    def run_suffix(self, boundary: dict, capture=(), constants=None):
+        values = dict(boundary)
+        self.engine._execute(self.suffix, values, constants)
+        return [values[i] for i in self.engine.graph.outputs], {i: values[i] for i in capture}

@@ -1,0 +1,54 @@
+"""ADD for int8: TFLM's ``AddElementwise`` / ``BroadcastAdd4DSlow`` with ``PrepareGeneralSubOp``-style parameters.
+
+Both inputs are shifted left by 20 bits, each scaled down to the common scale 2·max(s1, s2), summed,
+and the sum rescaled to the output: three MultiplyByQuantizedMultiplierSmallerThanOneExp calls.
+Broadcasting follows numpy's rules, which for ADD's shapes are TFLM's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from zo_edge.kernels import fixedpoint as fp
+
+LEFT_SHIFT = 20  # int8 ADD; int16 would use 15
+
+
+@dataclass
+class AddParams:
+    input1_zero_point: int
+    input2_zero_point: int
+    output_zero_point: int
+    input1_multiplier: int
+    input1_shift: int
+    input2_multiplier: int
+    input2_shift: int
+    output_multiplier: int
+    output_shift: int
+    act_min: int
+    act_max: int
+
+
+def prepare_add(op, graph, batched) -> AddParams:
+    a, b, out = (graph.tensors[i] for i in op.inputs[:2] + op.outputs[:1])
+    s1, z1 = a.scalar_quant()
+    s2, z2 = b.scalar_quant()
+    so, zo = out.scalar_quant()
+    twice_max_input_scale = 2.0 * float(max(np.float32(s1), np.float32(s2)))
+    m1 = fp.quantize_multiplier(float(s1) / twice_max_input_scale)
+    m2 = fp.quantize_multiplier(float(s2) / twice_max_input_scale)
+    mo = fp.quantize_multiplier(twice_max_input_scale / ((1 << LEFT_SHIFT) * float(so)))
+    act_min, act_max = fp.activation_range(fp.ACTIVATIONS[op.options.get("fused_activation_function", 0)], so, zo)
+    return AddParams(z1, z2, zo, m1[0], m1[1], m2[0], m2[1], mo[0], mo[1], act_min, act_max)
+
+
+def eval_add(p: AddParams, inputs) -> np.ndarray:
+    a = (inputs[0].astype(np.int64) - p.input1_zero_point) << LEFT_SHIFT
+    b = (inputs[1].astype(np.int64) - p.input2_zero_point) << LEFT_SHIFT
+    scaled_a = fp.multiply_by_quantized_multiplier_smaller_than_one_exp(a, p.input1_multiplier, p.input1_shift)
+    scaled_b = fp.multiply_by_quantized_multiplier_smaller_than_one_exp(b, p.input2_multiplier, p.input2_shift)
+    raw_sum = fp.wrap_int32(scaled_a + scaled_b)
+    out = fp.multiply_by_quantized_multiplier_smaller_than_one_exp(raw_sum, p.output_multiplier, p.output_shift)
+    return np.clip(out + p.output_zero_point, p.act_min, p.act_max).astype(np.int8)

@@ -1,0 +1,113 @@
+"""CONV_2D and DEPTHWISE_CONV_2D: TFLM's ``ConvPerChannel`` / ``DepthwiseConvPerChannel``.
+
+acc = Σ filter · (input − input_zp) over the window (positions outside the input contribute
+nothing), + bias, rescaled per output channel by MultiplyByQuantizedMultiplier, + output_zp,
+clamped to the fused activation's range. Products are summed in a float dtype chosen so that every
+partial sum is an exactly representable integer, which lets numpy use BLAS and stay bit-exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from zo_edge.kernels import fixedpoint as fp
+from zo_edge.kernels.windows import Window, make_window, patches
+
+
+@dataclass
+class ConvParams:
+    window: Window
+    input_zero_point: int
+    output_zero_point: int
+    multiplier: np.ndarray  # int64 [out_channels]
+    shift: np.ndarray  # int64 [out_channels]
+    act_min: int
+    act_max: int
+    acc_dtype: type
+    depth_multiplier: int = 1
+
+
+def per_channel_multipliers(input_t, filter_t, output_t, channels: int):
+    """``PopulateConvolutionQuantizationParams``: in_scale · filter_scale[c] / out_scale, in double."""
+    in_scale, _ = input_t.scalar_quant()
+    out_scale, _ = output_t.scalar_quant()
+    filter_scales = filter_t.scale.astype(np.float64)
+    if len(filter_scales) == 1:
+        filter_scales = np.repeat(filter_scales, channels)
+    real = np.float64(in_scale) * filter_scales / np.float64(out_scale)
+    return fp.quantize_multipliers(real)
+
+
+def _prepare(op, graph, depthwise: bool) -> ConvParams:
+    x, f, out = (graph.tensors[i] for i in op.inputs[:2] + op.outputs[:1])
+    _, in_h, in_w, in_c = x.shape
+    if depthwise:
+        _, kh, kw, out_c = f.shape
+        depth_multiplier = out_c // in_c
+    else:
+        out_c, kh, kw, f_c = f.shape
+        if f_c != in_c:
+            raise ValueError(f"grouped convolution ({in_c} input channels, filter has {f_c}) is not supported")
+        depth_multiplier = 1
+    o = op.options
+    window = make_window(o["padding"], in_h, in_w, kh, kw, o["stride_h"], o["stride_w"],
+                         o.get("dilation_h_factor", 1) or 1, o.get("dilation_w_factor", 1) or 1)
+    multiplier, shift = per_channel_multipliers(x, f, out, out_c)
+    out_scale, out_zp = out.scalar_quant()
+    act_min, act_max = fp.activation_range(fp.ACTIVATIONS[o["fused_activation_function"]], out_scale, out_zp)
+    taps = kh * kw * (1 if depthwise else in_c)
+    return ConvParams(
+        window=window,
+        input_zero_point=x.scalar_quant()[1],
+        output_zero_point=out_zp,
+        multiplier=multiplier,
+        shift=shift,
+        act_min=act_min,
+        act_max=act_max,
+        acc_dtype=fp.exact_float_dtype(taps * 255 * 128),
+        depth_multiplier=depth_multiplier,
+    )
+
+
+def prepare_conv(op, graph, batched) -> ConvParams:
+    return _prepare(op, graph, depthwise=False)
+
+
+def prepare_depthwise(op, graph, batched) -> ConvParams:
+    return _prepare(op, graph, depthwise=True)
+
+
+def requantize_accumulator(acc, bias, p) -> np.ndarray:
+    """bias, per-channel rescale, output zero point, activation clamp: the tail every conv-like op shares."""
+    acc = np.asarray(acc, dtype=np.int64)
+    if bias is not None:
+        acc = acc + bias.astype(np.int64)
+    acc = fp.wrap_int32(acc)
+    scaled = fp.multiply_by_quantized_multiplier(acc, p.multiplier, p.shift) + p.output_zero_point
+    return np.clip(scaled, p.act_min, p.act_max).astype(np.int8)
+
+
+def eval_conv(p: ConvParams, inputs) -> np.ndarray:
+    x, filters, bias = inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None
+    offset_x = x.astype(p.acc_dtype) - p.acc_dtype(p.input_zero_point)
+    windows = patches(offset_x, p.window, 0)
+    n, oh, ow = windows.shape[:3]
+    out_c = filters.shape[0]
+    acc = windows.reshape(n * oh * ow, -1) @ filters.reshape(out_c, -1).T.astype(p.acc_dtype)
+    return requantize_accumulator(acc, bias, p).reshape(n, oh, ow, out_c)
+
+
+def eval_depthwise(p: ConvParams, inputs) -> np.ndarray:
+    x, filters, bias = inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None
+    offset_x = x.astype(p.acc_dtype) - p.acc_dtype(p.input_zero_point)
+    windows = patches(offset_x, p.window, 0)
+    n, oh, ow, kh, kw, in_c = windows.shape
+    m = p.depth_multiplier
+    f = filters.reshape(kh, kw, in_c, m).astype(p.acc_dtype)
+    acc = np.zeros((n, oh, ow, in_c, m), dtype=p.acc_dtype)
+    for a in range(kh):  # a handful of taps; everything else is vectorised
+        for b in range(kw):
+            acc += windows[:, :, :, a, b, :, None] * f[a, b]
+    return requantize_accumulator(acc.reshape(n, oh, ow, in_c * m), bias, p)

@@ -1,0 +1,64 @@
+"""FULLY_CONNECTED: TFLM's ``FullyConnected`` / ``FullyConnectedPerChannel`` for int8.
+
+acc = Σ (filter − filter_zp) · (input − input_zp) + bias, rescaled per tensor or per channel. An
+input of rank > 2 is read as rows of the filter's depth (TFLM's ``batches = size / accum_depth``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from zo_edge.kernels import fixedpoint as fp
+from zo_edge.kernels.conv import per_channel_multipliers, requantize_accumulator
+
+
+@dataclass
+class FullyConnectedParams:
+    input_zero_point: int
+    filter_zero_point: int
+    output_zero_point: int
+    multiplier: np.ndarray
+    shift: np.ndarray
+    act_min: int
+    act_max: int
+    acc_dtype: type
+    output_shape: tuple  # per-sample shape, batch dimension excluded
+
+
+def prepare_fully_connected(op, graph, batched) -> FullyConnectedParams:
+    x, f, out = (graph.tensors[i] for i in op.inputs[:2] + op.outputs[:1])
+    units, depth = f.shape
+    if len(f.scale) > 1:
+        multiplier, shift = per_channel_multipliers(x, f, out, units)
+    else:
+        # GetQuantizedConvolutionMultipler: the same double product, one channel
+        multiplier, shift = per_channel_multipliers(x, f, out, 1)
+    out_scale, out_zp = out.scalar_quant()
+    act_min, act_max = fp.activation_range(
+        fp.ACTIVATIONS[op.options.get("fused_activation_function", 0)], out_scale, out_zp
+    )
+    if batched[0] and (len(out.shape) < 2 or out.shape[0] != 1):
+        raise ValueError(f"FULLY_CONNECTED output {out.shape} has no batch dimension of 1 to batch over")
+    return FullyConnectedParams(
+        input_zero_point=x.scalar_quant()[1],
+        filter_zero_point=int(f.zero_point[0]),
+        output_zero_point=out_zp,
+        multiplier=multiplier,
+        shift=shift,
+        act_min=act_min,
+        act_max=act_max,
+        acc_dtype=fp.exact_float_dtype(depth * 255 * 255),
+        output_shape=tuple(out.shape[1:]),
+    )
+
+
+def eval_fully_connected(p: FullyConnectedParams, inputs) -> np.ndarray:
+    x, filters, bias = inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None
+    n = x.shape[0]
+    units, depth = filters.shape
+    rows = x.reshape(-1, depth).astype(p.acc_dtype) - p.acc_dtype(p.input_zero_point)
+    w = filters.astype(p.acc_dtype) - p.acc_dtype(p.filter_zero_point)
+    acc = rows @ w.T
+    return requantize_accumulator(acc, bias, p).reshape((n,) + p.output_shape)

@@ -1,0 +1,65 @@
+"""QUANTIZE and DEQUANTIZE: the converter's float interface and int8 → int8 requantisation.
+
+float → int8: ``AffineQuantize`` — round(x / scale) in double, half away from zero, + zero point.
+int8 → int8: ``Requantize`` — MultiplyByQuantizedMultiplier by in_scale/out_scale.
+int8 → float: ``Dequantize`` — (x − zero point) · scale in double, stored as float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from zo_edge.kernels import fixedpoint as fp
+
+_LIMITS = {np.int8: (-128, 127), np.int16: (-32768, 32767), np.uint8: (0, 255)}
+
+
+@dataclass
+class QuantizeParams:
+    input_is_float: bool
+    input_zero_point: int
+    output_zero_point: int
+    scale: float  # output scale as a double (float input)
+    multiplier: int
+    shift: int
+    out_dtype: type
+
+
+def prepare_quantize(op, graph, batched) -> QuantizeParams:
+    x, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
+    out_scale, out_zp = out.scalar_quant()
+    if out.dtype not in _LIMITS:
+        raise ValueError(f"QUANTIZE to {np.dtype(out.dtype).name} is not supported")
+    if x.dtype == np.float32:
+        return QuantizeParams(True, 0, out_zp, float(out_scale), 0, 0, out.dtype)
+    in_scale, in_zp = x.scalar_quant()
+    multiplier, shift = fp.quantize_multiplier(float(in_scale) / float(out_scale))
+    return QuantizeParams(False, in_zp, out_zp, float(out_scale), multiplier, shift, out.dtype)
+
+
+def eval_quantize(p: QuantizeParams, inputs) -> np.ndarray:
+    lo, hi = _LIMITS[p.out_dtype]
+    x = inputs[0]
+    if p.input_is_float:
+        q = fp.round_half_away(x.astype(np.float64) / p.scale) + p.output_zero_point
+    else:
+        q = fp.multiply_by_quantized_multiplier(x.astype(np.int64) - p.input_zero_point, p.multiplier, p.shift)
+        q = q + p.output_zero_point
+    return np.clip(q, lo, hi).astype(p.out_dtype)
+
+
+@dataclass
+class DequantizeParams:
+    scale: float
+    zero_point: int
+
+
+def prepare_dequantize(op, graph, batched) -> DequantizeParams:
+    scale, zero_point = graph.tensors[op.inputs[0]].scalar_quant()
+    return DequantizeParams(float(scale), zero_point)
+
+
+def eval_dequantize(p: DequantizeParams, inputs) -> np.ndarray:
+    return (p.scale * (inputs[0].astype(np.int64) - p.zero_point)).astype(np.float32)

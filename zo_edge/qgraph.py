@@ -1,0 +1,219 @@
+"""QGraph: a typed, read-only view of an int8 .tflite flatbuffer.
+
+It keeps what the int8 kernels need — tensors with their quantisation parameters and constant data,
+operators with their options as plain Python values — and nothing of the flatbuffer's machinery.
+Everything the user can get wrong about a model file is caught here with a one-line ZoEdgeError.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from zo_edge.errors import ZoEdgeError
+
+_TFLITE_DTYPES = {
+    0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64,
+    6: np.bool_, 7: np.int16, 9: np.int8, 10: np.float64,
+}  # schema TensorType values
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema
+
+
+def _enum_names(enum_cls) -> dict[int, str]:
+    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+@dataclass
+class QTensor:
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: type
+    scale: np.ndarray | None = None  # float32, one per channel (or one)
+    zero_point: np.ndarray | None = None  # int64, same length as scale
+    quantized_dimension: int = 0
+    data: np.ndarray | None = None  # constant tensors only, already shaped
+
+    @property
+    def is_constant(self) -> bool:
+        return self.data is not None
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.scale is not None and len(self.scale) > 0
+
+    @property
+    def size_bytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+    def scalar_quant(self) -> tuple[float, int]:
+        """(scale, zero point) of a per-tensor quantised tensor."""
+        return float(self.scale[0]), int(self.zero_point[0])
+
+
+@dataclass
+class QOp:
+    index: int
+    opcode: str
+    inputs: list[int]  # -1 marks an omitted optional input
+    outputs: list[int]
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class QGraph:
+    tensors: list[QTensor]
+    ops: list[QOp]
+    inputs: list[int]
+    outputs: list[int]
+    model_bytes: bytes = b""
+    source: str = "<bytes>"
+
+    @classmethod
+    def load(cls, path) -> "QGraph":
+        path = Path(path)
+        if not path.exists():
+            raise ZoEdgeError(f"{path}: no such file; pass the path of an int8 .tflite model")
+        if path.is_dir():
+            raise ZoEdgeError(f"{path} is a folder; pass the path of an int8 .tflite model inside it")
+        return cls.from_bytes(path.read_bytes(), source=str(path))
+
+    @classmethod
+    def from_bytes(cls, buf: bytes, source: str = "<bytes>") -> "QGraph":
+        buf = bytes(buf)
+        if len(buf) < 8 or buf[4:8] != b"TFL3":
+            raise ZoEdgeError(f"{source} is not a .tflite flatbuffer (no TFL3 identifier); is it truncated or another format?")
+        try:
+            graph = _parse(buf, source)
+        except ZoEdgeError:
+            raise
+        except Exception as exc:  # flatbuffers raise anything from IndexError to struct.error on bad offsets
+            raise ZoEdgeError(f"{source} is corrupt or truncated: the flatbuffer cannot be read ({type(exc).__name__})") from None
+        graph.model_bytes = buf
+        graph.source = source
+        _check_integer(graph)
+        return graph
+
+    def producer(self, tensor: int) -> QOp | None:
+        for op in self.ops:
+            if tensor in op.outputs:
+                return op
+        return None
+
+    def consumers(self, tensor: int) -> list[QOp]:
+        return [op for op in self.ops if tensor in op.inputs]
+
+    def tensor_named(self, name: str) -> QTensor:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    @property
+    def opcodes(self) -> list[str]:
+        return sorted({op.opcode for op in self.ops})
+
+
+def _parse(buf: bytes, source: str) -> QGraph:
+    schema = _schema()
+    model = schema.Model.GetRootAs(buf, 0)
+    if model.SubgraphsLength() < 1:
+        raise ZoEdgeError(f"{source} has no subgraph; it is not a usable model")
+    if model.SubgraphsLength() > 1:
+        raise ZoEdgeError(f"{source} has {model.SubgraphsLength()} subgraphs; zo-edge runs single-subgraph models")
+    op_names = _enum_names(schema.BuiltinOperator)
+    opcodes = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        name = op_names.get(builtin, f"BUILTIN_{builtin}")
+        if name == "CUSTOM":
+            name = f"CUSTOM:{code.CustomCode().decode(errors='replace')}"
+        opcodes.append(name)
+
+    sub = model.Subgraphs(0)
+    tensors = []
+    for i in range(sub.TensorsLength()):
+        t = sub.Tensors(i)
+        if t.Type() not in _TFLITE_DTYPES:
+            raise ZoEdgeError(f"{source}: tensor {i} has type {t.Type()}, which zo-edge does not handle")
+        dtype = _TFLITE_DTYPES[t.Type()]
+        shape = tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
+        tensor = QTensor(index=i, name=t.Name().decode(errors="replace"), shape=shape, dtype=dtype)
+        q = t.Quantization()
+        if q is not None and q.ScaleLength():
+            tensor.scale = q.ScaleAsNumpy().astype(np.float32)
+            tensor.zero_point = (
+                q.ZeroPointAsNumpy().astype(np.int64) if q.ZeroPointLength() else np.zeros(q.ScaleLength(), np.int64)
+            )
+            tensor.quantized_dimension = q.QuantizedDimension()
+        b = model.Buffers(t.Buffer())
+        raw = None
+        if b.Offset() > 1:  # large models keep buffers after the flatbuffer
+            raw = buf[b.Offset() : b.Offset() + b.Size()]
+            if len(raw) != b.Size():
+                raise ZoEdgeError(f"{source} is truncated: tensor {tensor.name!r} points past the end of the file")
+        elif b.DataLength():
+            raw = b.DataAsNumpy().tobytes()
+        if raw:
+            if len(raw) != tensor.size_bytes:
+                raise ZoEdgeError(
+                    f"{source} is corrupt: tensor {tensor.name!r} holds {len(raw)} bytes, its shape needs {tensor.size_bytes}"
+                )
+            tensor.data = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+        tensors.append(tensor)
+
+    ops = []
+    for i in range(sub.OperatorsLength()):
+        o = sub.Operators(i)
+        opt = schema.OperatorT.InitFromObj(o)
+        options = {}
+        if opt.builtinOptions is not None:
+            for key, value in vars(opt.builtinOptions).items():
+                options[_snake(key)] = value.tolist() if isinstance(value, np.ndarray) else value
+        ops.append(
+            QOp(
+                index=i,
+                opcode=opcodes[o.OpcodeIndex()],
+                inputs=[int(v) for v in o.InputsAsNumpy()] if o.InputsLength() else [],
+                outputs=[int(v) for v in o.OutputsAsNumpy()] if o.OutputsLength() else [],
+                options=options,
+            )
+        )
+    inputs = [int(v) for v in sub.InputsAsNumpy()] if sub.InputsLength() else []
+    outputs = [int(v) for v in sub.OutputsAsNumpy()] if sub.OutputsLength() else []
+    for index in inputs + outputs + [v for op in ops for v in op.inputs + op.outputs]:
+        if index >= len(tensors):
+            raise ZoEdgeError(f"{source} is corrupt: an operator refers to tensor {index} of {len(tensors)}")
+    return QGraph(tensors=tensors, ops=ops, inputs=inputs, outputs=outputs)
+
+
+# Ops whose float tensors belong to an int8 model: the converter's float-interface wrappers and the
+# int32 shape plumbing of a Keras Flatten.
+_FLOAT_INTERFACE_OPS = {"QUANTIZE", "DEQUANTIZE"}
+
+
+def _check_integer(graph: QGraph) -> None:
+    """Refuse a float model: the engine is an int8 engine, and saying so beats a shape error later."""
+    for op in graph.ops:
+        if op.opcode in _FLOAT_INTERFACE_OPS:
+            continue
+        for index in op.inputs + op.outputs:
+            if index >= 0 and graph.tensors[index].dtype in (np.float32, np.float16, np.float64):
+                raise ZoEdgeError(
+                    f"{graph.source} is a float model ({op.opcode} computes in float); zo-edge runs full-integer int8 "
+                    "models: quantize it first (`zo-edge build`, or TFLiteConverter with a representative dataset and "
+                    "TFLITE_BUILTINS_INT8)"
+                )
