@@ -16,6 +16,7 @@ import numpy as np
 
 from zo_edge.errors import ZoEdgeError
 from zo_edge.kernels import KERNELS, SUPPORTED_OPS
+from zo_edge.kernels.quantize import affine_quantize
 from zo_edge.qgraph import QGraph
 
 
@@ -71,6 +72,12 @@ class Engine:
                     f"[{', '.join(map(str, expected))}], given {x.dtype.name} [{', '.join(map(str, x.shape))}]"
                 )
         return list(inputs)
+
+    def quantize_input(self, x, k: int = 0) -> np.ndarray:
+        """Float samples [N, ...] to the graph's int8 input k, with the input tensor's scale and zero point."""
+        t = self.graph.tensors[self.graph.inputs[k]]
+        scale, zero_point = t.scalar_quant()
+        return affine_quantize(x, scale, zero_point, t.dtype)
 
     def run(self, inputs, capture=(), constants=None):
         """Run the whole graph on a batch. Returns (outputs, captured) like ``TflmOracle.run``."""

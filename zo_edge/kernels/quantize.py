@@ -39,15 +39,20 @@ def prepare_quantize(op, graph, batched) -> QuantizeParams:
     return QuantizeParams(False, in_zp, out_zp, float(out_scale), multiplier, shift, out.dtype)
 
 
+def affine_quantize(x, scale: float, zero_point: int, dtype=np.int8) -> np.ndarray:
+    """``AffineQuantize``: float32 values to integers, as the QUANTIZE op and a device's input stage do."""
+    lo, hi = _LIMITS[dtype]
+    q = fp.round_half_away(np.asarray(x, dtype=np.float32).astype(np.float64) / float(scale)) + zero_point
+    return np.clip(q, lo, hi).astype(dtype)
+
+
 def eval_quantize(p: QuantizeParams, inputs) -> np.ndarray:
-    lo, hi = _LIMITS[p.out_dtype]
     x = inputs[0]
     if p.input_is_float:
-        q = fp.round_half_away(x.astype(np.float64) / p.scale) + p.output_zero_point
-    else:
-        q = fp.multiply_by_quantized_multiplier(x.astype(np.int64) - p.input_zero_point, p.multiplier, p.shift)
-        q = q + p.output_zero_point
-    return np.clip(q, lo, hi).astype(p.out_dtype)
+        return affine_quantize(x, p.scale, p.output_zero_point, p.out_dtype)
+    lo, hi = _LIMITS[p.out_dtype]
+    q = fp.multiply_by_quantized_multiplier(x.astype(np.int64) - p.input_zero_point, p.multiplier, p.shift)
+    return np.clip(q + p.output_zero_point, lo, hi).astype(p.out_dtype)
 
 
 @dataclass

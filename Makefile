@@ -1,0 +1,47 @@
+# zo-edge front door: `make demo` and `make test` on a fresh Debian machine with Python 3.11.
+# Both create .venv on first use and are quick no-ops for setup on later runs.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+ARM_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-all toolchain setup bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+# The Arm cross-compiler, newlib and QEMU, from Debian, when we are root and they are missing.
+toolchain:
+	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null \
+	    && [ -e /usr/lib/arm-none-eabi/newlib/libc.a ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $(ARM_PACKAGES)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(ARM_PACKAGES) >/dev/null 2>&1 \
+	    || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(ARM_PACKAGES) >/dev/null); \
+	else \
+	    echo "note: Arm toolchain missing and not root; firmware tests will skip (sudo apt-get install $(ARM_PACKAGES))"; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/zo-edge demo
+
+test: $(STAMP) toolchain
+	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+
+# Everything, the slow end-to-end tests included.
+test-all: $(STAMP) toolchain
+	$(BIN)/python -m pytest -q -n 2 -m "slow or not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/engine.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,183 @@
+"""The ``zo-edge`` command line: one command per user job.
+
+Errors a user can fix arrive as ZoEdgeError and leave as one line on stderr with exit code 2;
+``verify`` exits 1 when the engine and TFLM differ.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from zo_edge.errors import ZoEdgeError
+
+
+def _echo_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+def _load_npy(path: str, what: str) -> np.ndarray:
+    p = Path(path)
+    if not p.exists():
+        raise ZoEdgeError(f"{what} {p}: no such file")
+    try:
+        return np.load(p, allow_pickle=False)
+    except Exception as exc:
+        raise ZoEdgeError(f"{what} {p} is not a readable .npy array ({type(exc).__name__}); save one with numpy.save") from None
+
+
+def _refuse_overwrite(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise ZoEdgeError(f"{path} exists; pass --force to overwrite it")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="zo-edge")
+def cli():
+    """zo-edge: continual learning on Cortex-M with ZO-FC.
+
+    Simulate on-device learning on the device's exact int8 arithmetic, export firmware that does the
+    same, and profile RAM budgets. Start with `zo-edge demo`, or `zo-edge build` to make a run folder.
+    """
+
+
+@cli.command()
+@click.option("--dataset", default="spoken-digits", show_default=True, help="Bundled dataset (see `zo-edge data list`).")
+@click.option("--scenario", default="class-il", show_default=True, help="Continual-learning scenario: class-il or domain-il.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder to create.")
+@click.option("--seed", default=0, show_default=True, help="Seed for the split, class order, initialisation and training.")
+@click.option("--arch", default=None, help="Model from the zoo (default: the dataset's own).")
+@click.option("--adapter-position", default="last", show_default=True, help="Block the adapter runs beside: last, a block index, or after.")
+@click.option("--adapter-width", default=8, show_default=True, help="Adapter bottleneck channels.")
+@click.option("--epochs", default=None, type=int, help="Pretraining epochs (default: the zoo model's own).")
+@click.option("--force", is_flag=True, help="Replace a non-empty run folder.")
+def build(dataset, scenario, out_dir, seed, arch, adapter_position, adapter_width, epochs, force):
+    """Pretrain, attach adapter and classifier, quantize to int8: write a run folder.
+
+    The folder holds model.keras, model_int8.tflite, the quantization report (text and JSON) and
+    run.json with every setting, the seed and the class order.
+    """
+    from zo_edge.build import build_run
+
+    position = int(adapter_position) if adapter_position.lstrip("-").isdigit() else adapter_position
+    run = build_run(out_dir, dataset=dataset, scenario=scenario, seed=seed, arch=arch,
+                    adapter_position=position, adapter_width=adapter_width, epochs=epochs, force=force,
+                    log=lambda msg: click.echo(msg, err=True))
+    click.echo(f"wrote {out_dir}: {run.get('arch', '')} on {dataset}/{scenario}, model_int8.tflite")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--inputs", "inputs_path", required=True, help="int8 batch [N, ...input shape] as .npy.")
+@click.option("--out", "out_path", required=True, help="Where to save the outputs (.npy; .npz for several outputs).")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def infer(model, inputs_path, out_path, force):
+    """Run an int8 .tflite on a batch with the numpy engine (TFLM's arithmetic)."""
+    from zo_edge.engine import Engine
+    from zo_edge.qgraph import QGraph
+
+    graph = QGraph.load(model)
+    engine = Engine(graph)
+    x = _load_npy(inputs_path, "--inputs")
+    out = Path(out_path)
+    _refuse_overwrite(out, force)
+    outputs, _ = engine.run(x)
+    if len(outputs) == 1 and out.suffix != ".npz":
+        np.save(out, outputs[0])
+    elif out.suffix == ".npz":
+        np.savez(out, **{f"output_{k}": y for k, y in enumerate(outputs)})
+    else:
+        raise ZoEdgeError(f"{model} has {len(outputs)} outputs; give --out a .npz name to save them all")
+    click.echo(f"{x.shape[0]} samples -> {out} ({', '.join(str(list(y.shape)) for y in outputs)})")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--inputs", "inputs_path", help="int8 batch [N, ...input shape] as .npy.")
+@click.option("--random", "random_n", type=int, help="Use N random int8 samples instead of --inputs.")
+@click.option("--seed", default=0, show_default=True, help="Seed for --random.")
+@click.option("--intermediates", is_flag=True, help="Compare every intermediate tensor too.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (differing_bytes, total_bytes, per_tensor).")
+def verify(model, inputs_path, random_n, seed, intermediates, as_json):
+    """Check the engine against the TFLM interpreter, byte for byte.
+
+    Exit status 0 only when no byte differs; 1 when some do.
+    """
+    from zo_edge.qgraph import QGraph
+    from zo_edge.verify import compare_with_tflm, random_inputs
+
+    if (inputs_path is None) == (random_n is None):
+        raise ZoEdgeError("give exactly one of --inputs X.npy or --random N")
+    graph = QGraph.load(model)
+    if random_n is not None:
+        if random_n < 1:
+            raise ZoEdgeError("--random needs N >= 1")
+        inputs = random_inputs(graph, random_n, seed)
+    else:
+        inputs = [_load_npy(inputs_path, "--inputs")]
+    report = compare_with_tflm(graph, inputs, intermediates=intermediates)
+    if as_json:
+        _echo_json(report)
+    else:
+        for row in report["per_tensor"]:
+            if row["kind"] == "output" or row["differing_bytes"]:
+                click.echo(f"{row['kind']:12s} {row['differing_bytes']:8d} / {row['total_bytes']:<8d} {row['name']}")
+        verdict = "identical" if report["differing_bytes"] == 0 else "DIFFERENT"
+        click.echo(f"{report['samples']} samples: {report['differing_bytes']} of {report['total_bytes']} output bytes differ ({verdict})")
+    if report["differing_bytes"] or any(r["differing_bytes"] for r in report["per_tensor"]):
+        sys.exit(1)
+
+
+@cli.group()
+def data():
+    """Bundled datasets and continual-learning scenarios (nothing is downloaded)."""
+
+
+@data.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def data_list(as_json):
+    """Datasets and scenarios with their sizes."""
+    from zo_edge.data import catalogue
+
+    rows = catalogue()
+    if as_json:
+        _echo_json(rows)
+        return
+    keys = list(rows[0].keys())
+    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
+    click.echo("  ".join(k.ljust(widths[k]) for k in keys))
+    for r in rows:
+        click.echo("  ".join(str(r[k]).ljust(widths[k]) for k in keys))
+
+
+@cli.command()
+@click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the demo's run (reused when it is already complete).")
+@click.option("--rebuild", is_flag=True, help="Rebuild the demo run even if it exists.")
+def demo(out_dir, rebuild):
+    """Run the pipeline end to end on the default data (spoken digits, class-incremental)."""
+    from zo_edge.demo import run_demo
+
+    run_demo(Path(out_dir), rebuild=rebuild, echo=click.echo)
+
+
+def main(argv=None) -> None:
+    try:
+        cli.main(args=argv, prog_name="zo-edge", standalone_mode=False)
+    except ZoEdgeError as exc:
+        click.echo(f"zo-edge: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("zo-edge: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()
