@@ -1,0 +1,63 @@
+"""``zo-edge demo``: the main job end to end on the default data, printing what it did.
+
+Today: the bundled spoken digits, a class-incremental scenario, a DS-CNN pretrained and quantised
+with an identity-initialised adapter, and the int8 engine checked against TFLM on the whole test
+split. Later stages (simulation, firmware, budgets) append their steps here.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from zo_edge.errors import ZoEdgeError
+
+
+def _complete(run_dir: Path) -> bool:
+    return (run_dir / "run.json").is_file() and (run_dir / "model_int8.tflite").is_file()
+
+
+def run_demo(out_dir: Path, rebuild: bool = False, echo=print) -> dict:
+    from zo_edge.build import build_run, load_run
+    from zo_edge.data import load_dataset
+    from zo_edge.qgraph import QGraph
+    from zo_edge.verify import compare_with_tflm
+
+    run_dir = out_dir / "kws"
+    echo("== 1. build: spoken digits (FSDD MFCCs), class-incremental, DS-CNN + adapter, int8")
+    if _complete(run_dir) and not rebuild:
+        echo(f"   reusing {run_dir} (pass --rebuild to make it again)")
+    else:
+        if run_dir.exists() and any(run_dir.iterdir()) and not rebuild and not _complete(run_dir):
+            raise ZoEdgeError(f"{run_dir} exists but is not a complete run; remove it or pass --rebuild")
+        t0 = time.perf_counter()
+        build_run(run_dir, dataset="spoken-digits", scenario="class-il", seed=0, force=True, log=lambda m: echo("   " + m))
+        echo(f"   built in {time.perf_counter() - t0:.1f} s")
+    run = load_run(run_dir)
+    graph = QGraph.load(run_dir / "model_int8.tflite")
+    echo(f"   {run_dir / 'model_int8.tflite'}: {len(graph.model_bytes)} bytes, ops {', '.join(graph.opcodes)}")
+    if "pretrain" in run:
+        echo(f"   pretraining: {run['pretrain']}")
+    echo(f"   quantization report: {run_dir / 'quantization.txt'}")
+
+    echo("== 2. int8 engine vs the TFLM interpreter on the whole test split")
+    dataset = load_dataset("spoken-digits", seed=run.get("seed", 0))
+    from zo_edge.engine import Engine
+
+    engine = Engine(graph)
+    x = engine.quantize_input(dataset.x_test)
+    t0 = time.perf_counter()
+    report = compare_with_tflm(graph, [x])
+    echo(f"   {report['samples']} samples: {report['differing_bytes']} of {report['total_bytes']} output bytes differ "
+         f"({time.perf_counter() - t0:.1f} s for both)")
+    logits, _ = engine.run(x)
+    seen = np.array(run.get("scenario", {}).get("class_order", list(range(logits[0].shape[-1])))[: run.get("scenario", {}).get("base_classes", 10)])
+    mask = np.isin(dataset.y_test, seen)
+    if mask.any():
+        pred = seen[np.argmax(logits[0][mask][:, seen], axis=1)]
+        echo(f"   int8 accuracy on the {len(seen)} pretraining classes: {100 * np.mean(pred == dataset.y_test[mask]):.1f}%")
+    if report["differing_bytes"]:
+        raise ZoEdgeError("the engine and TFLM differ on the demo model; this is a bug, please report it")
+    return {"run": str(run_dir), "verify": report}
