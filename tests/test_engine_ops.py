@@ -1,0 +1,791 @@
+"""Randomized proof that the numpy int8 engine equals TFLite Micro byte for byte (DESIGN.md §3).
+
+Every test builds small random models directly as flatbuffers (``tflite_builder``), runs the same
+random int8 batch (full range, -128 and 127 always present) through ``zo_edge.engine.Engine`` and
+through the TFLM interpreter (``zo_edge.tflm.TflmOracle``), and requires zero differing bytes and
+equal dtypes. Nothing here is loosened when it fails: a difference is an engine bug (builder bugs
+are ruled out separately: every model runs in TFLM, and ``test_builder_shapes_agree_with_litert``
+checks the builder's shapes against LiteRT's own shape inference).
+
+Quantisation parameters are drawn to hit the edges: input/weight/output scales around 1e-6, 1e-2
+and 1e3, zero points at -128 and 127, per-channel weight scales spanning up to four decades,
+requantisation multipliers on both sides of 1 (including multipliers TFLM flushes to zero).
+Multipliers > 1 are kept small enough that TFLM's ``x * (1 << left_shift)`` cannot overflow int32,
+except in the tests named ``*_left_shift_overflow`` which pin that behaviour down separately.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tflite_builder import (
+    ACTIVATIONS,
+    GraphBuilder,
+    log_uniform,
+    per_channel_scales,
+    rand_int8,
+)
+
+BATCH = 8
+SEEDS = range(80)
+FEW_SEEDS = range(24)
+ACTS = list(ACTIVATIONS)
+
+# ---------------------------------------------------------------------------- running both sides
+
+
+def _expected_batched(arr: np.ndarray, declared: list[int], n: int) -> np.ndarray:
+    """TFLM results for one sample at a time, stacked as the engine batches them: a declared
+    batch dimension of 1 becomes N; a tensor without one (e.g. SHAPE's output) gets N prepended."""
+    per_sample = declared[1:] if declared and declared[0] == 1 else declared
+    return arr.reshape([n] + list(per_sample))
+
+
+def _diff_report(name, got: np.ndarray, want: np.ndarray) -> str:
+    """Lists the differing elements (compared by their bytes, so -0.0 != 0.0 and NaNs count)."""
+    item = want.dtype.itemsize
+    g = np.frombuffer(got.tobytes(), np.uint8).reshape(-1, item)
+    w = np.frombuffer(want.tobytes(), np.uint8).reshape(-1, item)
+    bad = np.flatnonzero((g != w).any(axis=1))
+    lines = [f"{name}: {bad.size} of {want.size} elements differ (shape {want.shape}, {want.dtype})"]
+    for i in bad[:8]:
+        idx = tuple(int(j) for j in np.unravel_index(i, want.shape))
+        lines.append(f"  at {idx}: engine {got.reshape(-1)[i]!r} tflm {want.reshape(-1)[i]!r}")
+    return "\n".join(lines)
+
+
+def assert_bytes_equal(name, got, want):
+    got = np.asarray(got)
+    assert got.dtype == want.dtype, f"{name}: engine dtype {got.dtype}, TFLM dtype {want.dtype}"
+    assert got.shape == want.shape, f"{name}: engine shape {got.shape}, TFLM shape {want.shape}"
+    if got.tobytes() != want.tobytes():
+        pytest.fail(_diff_report(name, got, want), pytrace=False)
+
+
+def run_both(g: GraphBuilder, inputs, capture=()):
+    """Runs the finished model through the engine and TFLM; asserts identical outputs (and
+    captured intermediates). Returns (engine outputs, TFLM outputs) for further checks."""
+    from zo_edge.engine import Engine
+    from zo_edge.qgraph import QGraph
+    from zo_edge.tflm import TflmOracle
+
+    buf = g.finish()
+    if isinstance(inputs, np.ndarray):
+        inputs = [inputs]
+    n = inputs[0].shape[0]
+    capture = tuple(int(i) for i in capture)
+
+    graph = QGraph.from_bytes(buf)
+    eng_out, eng_cap = Engine(graph).run(inputs if len(inputs) > 1 else inputs[0], capture=capture)
+    ref_out, ref_cap = TflmOracle(buf, intermediates=bool(capture)).run(inputs, tensor_indices=capture)
+
+    # captured tensors first, in graph order: the first one reported is where the engine diverges
+    for t in sorted(capture):
+        assert t in eng_cap, f"engine did not capture tensor {t}"
+        want = _expected_batched(ref_cap[t], g.shape_of(t), n)
+        assert_bytes_equal(f"captured tensor {t}", eng_cap[t], want)
+    assert len(eng_out) == len(ref_out) == len(g.outputs)
+    want_all = []
+    for k, (got, want) in enumerate(zip(eng_out, ref_out)):
+        want = _expected_batched(want, g.shape_of(g.outputs[k]), n)
+        assert_bytes_equal(f"output {k} (tensor {g.outputs[k]})", got, want)
+        want_all.append(want)
+    return eng_out, want_all
+
+
+# ---------------------------------------------------------------------------- random parameters
+
+
+def pick_scale(rng, regime=None) -> float:
+    """A scale from one of three regimes: tiny (~1e-6), normal (1e-3..1e-1), large (~1e3)."""
+    if regime is None:
+        regime = rng.choice(["tiny", "normal", "normal", "large"])
+    if regime == "tiny":
+        return float(log_uniform(rng, 3e-7, 3e-6))
+    if regime == "large":
+        return float(log_uniform(rng, 3e2, 3e3))
+    return float(log_uniform(rng, 1e-3, 1e-1))
+
+
+def pick_zp(rng) -> int:
+    r = rng.random()
+    if r < 0.2:
+        return -128
+    if r < 0.35:
+        return 127
+    return int(rng.integers(-128, 128))
+
+
+def pick_act(rng, out_scale: float, out_zp: int | None = None) -> str:
+    """A fused activation TFLM accepts for ``out_scale``: it quantises the clamp bounds (6 for
+    RELU6, 1 for RELU_N1_TO_1) and refuses models where that overflows int32. Given ``out_zp``,
+    combinations whose clamp range is a single value (RELU with zero point 127, ...) are drawn
+    only rarely."""
+    ok = [a for a, bound in (("NONE", 0), ("RELU", 0), ("RELU6", 6.0), ("RELU_N1_TO_1", 1.0))
+          if bound / out_scale < 2.0e9]
+    if out_zp is not None and rng.random() < 0.9:
+        def span(a):
+            lo, hi = {"NONE": (None, None), "RELU": (0.0, None), "RELU6": (0.0, 6.0),
+                      "RELU_N1_TO_1": (-1.0, 1.0)}[a]
+            qlo = -128 if lo is None else max(-128, out_zp + round(lo / out_scale))
+            qhi = 127 if hi is None else min(127, out_zp + round(hi / out_scale))
+            return qhi - qlo
+        ok = [a for a in ok if span(a) >= 2] or ok
+    return str(rng.choice(ok))
+
+
+def _left_shift(m: float) -> int:
+    """TFLM QuantizeMultiplier's exponent for a positive multiplier (frexp, q rounded to 2^31)."""
+    if m <= 0:
+        return 0
+    q, e = math.frexp(m)
+    if round(q * (1 << 31)) == (1 << 31):
+        e += 1
+    return max(e, 0)
+
+
+def safe_out_scale(out_scale: float, in_scale: float, w_scales, acc_bound: int) -> float:
+    """Raises ``out_scale`` (by powers of two) until TFLM's ``acc * (1 << left_shift)`` cannot
+    overflow int32 for any channel: keeps the ordinary tests clear of C undefined behaviour."""
+    w_max = float(np.max(w_scales))
+    while (acc_bound << _left_shift(np.float64(np.float32(in_scale)) * np.float64(np.float32(w_max))
+                                   / np.float64(np.float32(out_scale)))) >= (1 << 31) - 1:
+        out_scale *= 2.0
+    return out_scale
+
+
+def conv_scales(rng, n_out: int, k_elems: int, per_channel=True):
+    """(in_scale, in_zp, w_scales, out_scale, out_zp, bias) for a conv-like op with ``k_elems``
+    products per output. Multipliers mostly put the median channel's output spread near 64 LSB;
+    in a fifth of the draws the largest multiplier is 1..200, in a tenth one channel's is flushed
+    to zero by TFLM (< 2^-32); the per-channel spread (up to four decades) does the rest."""
+    s_in = pick_scale(rng)
+    zp_in = pick_zp(rng)
+    w_base = pick_scale(rng)
+    spread = float(rng.uniform(0.0, 4.0)) if per_channel else 0.0
+    w_scales = per_channel_scales(rng, n_out if per_channel else 1, w_base, spread)
+    typical = math.sqrt(k_elems) * 74.0 * 74.0
+    # output spread ~64 LSB for the median channel, sometimes far off (saturating / collapsing);
+    # the per-channel spread puts other channels' multipliers decades away on both sides
+    shift = rng.uniform(-1.0, 1.0) if rng.random() < 0.75 else rng.uniform(-3.0, 2.0)
+    s_out = s_in * w_base * typical / 64.0 * 10.0 ** shift
+    r = rng.random()
+    if r < 0.2:  # the largest channel multiplier in 1..200
+        s_out = s_in * float(np.max(w_scales)) / 10.0 ** rng.uniform(0.0, 2.3)
+    elif r < 0.3:  # one channel's multiplier below 2^-32: TFLM flushes it to zero
+        w_scales[int(rng.integers(len(w_scales)))] = s_out / s_in * 10.0 ** rng.uniform(-13, -10)
+    bias = rng.integers(-int(2 * typical), int(2 * typical) + 1, size=n_out).astype(np.int32)
+    if rng.random() < 0.15:
+        bias[:] = 0
+    acc_bound = k_elems * 255 * 128 + int(np.max(np.abs(bias.astype(np.int64))))
+    s_out = safe_out_scale(s_out, s_in, w_scales, acc_bound)
+    return s_in, zp_in, w_scales, s_out, pick_zp(rng), bias
+
+
+def rand_weights(rng, shape):
+    """Full-range int8 weights with a random fraction zeroed (sparser accumulators)."""
+    w = rand_int8(rng, shape)
+    if rng.random() < 0.3:
+        w[rng.random(shape) < 0.5] = 0
+    return w
+
+
+def spatial_case(rng, max_hw=9, max_k=3, max_stride=3, dilation=False):
+    h, w = (int(v) for v in rng.integers(1, max_hw + 1, size=2))
+    kh, kw = (int(v) for v in rng.integers(1, max_k + 1, size=2))
+    stride = tuple(int(v) for v in rng.integers(1, max_stride + 1, size=2))
+    dil = tuple(int(v) for v in rng.integers(1, 3, size=2)) if dilation and rng.random() < 0.5 else (1, 1)
+    padding = str(rng.choice(["SAME", "VALID"]))
+    if padding == "VALID":  # output must be non-empty
+        kh = min(kh, h)
+        kw = min(kw, w)
+        dil = tuple(d if (k - 1) * d + 1 <= s else 1 for d, k, s in zip(dil, (kh, kw), (h, w)))
+    return h, w, kh, kw, stride, dil, padding
+
+
+# ---------------------------------------------------------------------------- single ops
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_conv2d(seed):
+    rng = np.random.default_rng(1000 + seed)
+    h, w, kh, kw, stride, dil, padding = spatial_case(rng, dilation=True)
+    cin, cout = int(rng.integers(1, 5)), int(rng.integers(1, 6))
+    per_channel = rng.random() < 0.8
+    s_in, zp_in, w_scales, s_out, zp_out, bias = conv_scales(rng, cout, kh * kw * cin, per_channel)
+    g = GraphBuilder()
+    x = g.input([1, h, w, cin], scale=s_in, zero_point=zp_in)
+    y = g.conv2d(x, rand_weights(rng, [cout, kh, kw, cin]), bias, w_scale=w_scales, stride=stride,
+                 padding=padding, dilation=dil, activation=pick_act(rng, s_out, zp_out),
+                 out_scale=s_out, out_zp=zp_out)
+    g.output(y)
+    run_both(g, rand_int8(rng, [BATCH, h, w, cin]))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_depthwise_conv2d(seed):
+    rng = np.random.default_rng(2000 + seed)
+    h, w, kh, kw, stride, dil, padding = spatial_case(rng, dilation=True)
+    cin, mult = int(rng.integers(1, 5)), int(rng.integers(1, 4))
+    cout = cin * mult
+    s_in, zp_in, w_scales, s_out, zp_out, bias = conv_scales(rng, cout, kh * kw, rng.random() < 0.8)
+    g = GraphBuilder()
+    x = g.input([1, h, w, cin], scale=s_in, zero_point=zp_in)
+    y = g.depthwise_conv2d(x, rand_weights(rng, [1, kh, kw, cout]), bias, w_scale=w_scales,
+                           stride=stride, padding=padding, dilation=dil, depth_multiplier=mult,
+                           activation=pick_act(rng, s_out, zp_out), out_scale=s_out, out_zp=zp_out)
+    g.output(y)
+    run_both(g, rand_int8(rng, [BATCH, h, w, cin]))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fully_connected(seed):
+    rng = np.random.default_rng(3000 + seed)
+    keep = rng.random() < 0.3
+    n_out = int(rng.integers(1, 12))
+    if keep:
+        rows, n_in = int(rng.integers(1, 4)), int(rng.integers(1, 24))
+        in_shape = [1, rows, n_in]
+    else:
+        in_shape = [1] + [int(v) for v in rng.integers(1, 5, size=int(rng.integers(1, 4)))]
+        n_in = int(np.prod(in_shape))  # FC flattens the input to [1, n_in]
+    per_channel = rng.random() < 0.5
+    s_in, zp_in, w_scales, s_out, zp_out, bias = conv_scales(rng, n_out, n_in, per_channel)
+    use_bias = rng.random() < 0.85
+    g = GraphBuilder()
+    x = g.input(in_shape, scale=s_in, zero_point=zp_in)
+    wt = g.const_int8(rand_weights(rng, [n_out, n_in]), w_scales, 0, quantized_dimension=0)
+    y = g.fully_connected(x, wt, bias if use_bias else None, keep_num_dims=keep,
+                          activation=pick_act(rng, s_out, zp_out), out_scale=s_out, out_zp=zp_out)
+    g.output(y)
+    run_both(g, rand_int8(rng, [BATCH] + in_shape[1:]))
+
+
+def _add_scales(rng):
+    s1, s2 = pick_scale(rng), pick_scale(rng)
+    big = max(s1, s2)
+    # TFLM needs 2*max(s1, s2) / (2^20 * s_out) < 1
+    s_out = big * 10.0 ** (rng.uniform(-1.0, 1.0) if rng.random() < 0.75 else rng.uniform(-4.5, 1.5))
+    s_out = max(s_out, 2.0 * big / (1 << 20) * 1.01)
+    return s1, s2, s_out
+
+
+ADD_SHAPES = [
+    ([1, 4, 5, 3], [1, 4, 5, 3]),
+    ([1, 4, 5, 3], [1, 1, 1, 3]),
+    ([1, 1, 1, 3], [1, 4, 5, 3]),
+    ([1, 4, 1, 3], [1, 1, 5, 1]),
+    ([1, 4, 5, 1], [1, 4, 5, 3]),
+    ([1, 7], [1, 7]),
+    ([1, 7], [1, 1]),
+    ([1, 3, 6], [1, 3, 1]),
+]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_add(seed):
+    rng = np.random.default_rng(4000 + seed)
+    sa, sb = ADD_SHAPES[seed % len(ADD_SHAPES)]
+    s1, s2, s_out = _add_scales(rng)
+    variant = rng.choice(["inputs", "inputs", "swapped", "const", "self"])
+    g = GraphBuilder()
+    if variant == "swapped":  # graph inputs declared in the other order than ADD reads them
+        b = g.input(sb, scale=s2, zero_point=pick_zp(rng))
+        a = g.input(sa, scale=s1, zero_point=pick_zp(rng))
+    else:
+        a = g.input(sa, scale=s1, zero_point=pick_zp(rng))
+        if variant == "const":
+            b = g.const_int8(rand_int8(rng, sb), s2, pick_zp(rng))
+        elif variant == "self":  # x + x
+            b = a
+        else:
+            b = g.input(sb, scale=s2, zero_point=pick_zp(rng))
+    zp_out = pick_zp(rng)
+    y = g.add(a, b, activation=pick_act(rng, s_out, zp_out), out_scale=s_out, out_zp=zp_out)
+    g.output(y)
+    xa, xb = rand_int8(rng, [BATCH] + sa[1:]), rand_int8(rng, [BATCH] + sb[1:])
+    inputs = {"inputs": [xa, xb], "swapped": [xb, xa], "const": [xa], "self": [xa]}[variant]
+    run_both(g, inputs)
+
+
+MEAN_CASES = [
+    ([1, 4, 5, 3], [1, 2], True),
+    ([1, 4, 5, 3], [1, 2], False),
+    ([1, 4, 5, 3], [2, 1], True),
+    ([1, 4, 5, 3], [-1], False),
+    ([1, 4, 5, 3], [1], True),
+    ([1, 4, 5, 3], [3], True),
+    ([1, 4, 5, 3], [1, 2, 3], False),
+    ([1, 6, 4], [1], False),
+    ([1, 6, 4], [2], True),
+    ([1, 9], [1], True),
+]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_mean(seed):
+    rng = np.random.default_rng(5000 + seed)
+    shape, axes, keep = MEAN_CASES[seed % len(MEAN_CASES)]
+    shape = [1] + [int(rng.integers(1, 8)) for _ in shape[1:]]
+    s_in, zp_in = pick_scale(rng), pick_zp(rng)
+    mode = rng.choice(["same", "zp", "scale"])
+    if mode == "same":
+        s_out, zp_out = s_in, zp_in
+    elif mode == "zp":
+        s_out, zp_out = s_in, int(np.clip(zp_in + rng.integers(-40, 41), -128, 127))
+    else:
+        s_out, zp_out = s_in * 10.0 ** rng.uniform(-1, 1), pick_zp(rng)
+    g = GraphBuilder()
+    x = g.input(shape, scale=s_in, zero_point=zp_in)
+    g.output(g.mean(x, axes, keep_dims=keep, out_scale=s_out, out_zp=zp_out))
+    run_both(g, rand_int8(rng, [BATCH] + shape[1:]))
+
+
+@pytest.mark.parametrize("kind", ["average_pool2d", "max_pool2d"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_pool2d(kind, seed):
+    rng = np.random.default_rng(6000 + seed + (0 if kind == "max_pool2d" else 500))
+    h, w, kh, kw, stride, _, padding = spatial_case(rng, max_k=4)
+    if seed % 5 == 0:  # global pooling, as a classifier head uses it
+        kh, kw, stride, padding = h, w, (1, 1), "VALID"
+    c = int(rng.integers(1, 5))
+    s, zp = pick_scale(rng), pick_zp(rng)
+    g = GraphBuilder()
+    x = g.input([1, h, w, c], scale=s, zero_point=zp)
+    g.output(getattr(g, kind)(x, (kh, kw), stride=stride, padding=padding,
+                              activation=pick_act(rng, s, zp)))
+    run_both(g, rand_int8(rng, [BATCH, h, w, c]))
+
+
+@pytest.mark.parametrize("seed", FEW_SEEDS)
+def test_reshape(seed):
+    rng = np.random.default_rng(7000 + seed)
+    dims = [int(v) for v in rng.integers(1, 5, size=int(rng.integers(1, 4)))]
+    total = int(np.prod(dims))
+    new = [int(v) for v in rng.permutation(dims)] + ([1] if rng.random() < 0.3 else [])
+    new = [1] + new
+    if rng.random() < 0.5:
+        new[int(rng.integers(1, len(new)))] = -1
+    mode = seed % 3
+    g = GraphBuilder()
+    x = g.input([1] + dims, scale=pick_scale(rng), zero_point=pick_zp(rng))
+    y = g.reshape(x, new, shape_tensor="const" if mode < 2 else None, options=mode != 1)
+    g.output(y)
+    assert int(np.prod(g.shape_of(y))) == total
+    run_both(g, rand_int8(rng, [BATCH] + dims))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_softmax(seed):
+    rng = np.random.default_rng(8000 + seed)
+    shape = [[1, int(rng.integers(1, 20))],
+             [1, int(rng.integers(1, 4)), int(rng.integers(1, 12))],
+             [1, 2, 3, int(rng.integers(1, 10))]][seed % 3]
+    s_in = pick_scale(rng, rng.choice(["normal"] * 8 + ["tiny", "large"]))
+    beta = 1.0 if rng.random() < 0.5 else float(log_uniform(rng, 0.05, 5.0))
+    g = GraphBuilder()
+    x = g.input(shape, scale=s_in, zero_point=pick_zp(rng))
+    g.output(g.softmax(x, beta=beta))
+    run_both(g, rand_int8(rng, [BATCH] + shape[1:]))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_quantize_float_to_int8(seed):
+    rng = np.random.default_rng(9000 + seed)
+    shape = [1, int(rng.integers(1, 6)), int(rng.integers(1, 9))]
+    s, zp = pick_scale(rng), pick_zp(rng)
+    size = BATCH * int(np.prod(shape[1:]))
+    # values near every rounding tie (k + 0.5) * s, exact ties, zeros, and clamping values
+    k = rng.integers(-400, 400, size=size).astype(np.float64)
+    frac = rng.choice([0.5, -0.5, 0.0], size=size) + rng.choice([0.0, 1e-7, -1e-7], size=size)
+    vals = ((k + frac) * s).astype(np.float32)
+    vals[rng.random(size) < 0.1] = 0.0
+    vals[rng.random(size) < 0.05] = -0.0
+    g = GraphBuilder()
+    x = g.input(shape, dtype=np.float32)
+    g.output(g.quantize(x, out_scale=s, out_zp=zp))
+    run_both(g, vals.reshape([BATCH] + shape[1:]))
+
+
+def _requant_scales(rng, max_shift=22):
+    s_in = pick_scale(rng)
+    s_out = s_in * 10.0 ** (rng.uniform(-1.5, 1.5) if rng.random() < 0.7 else rng.uniform(-6, 6))
+    while _left_shift(np.float64(np.float32(s_in)) / np.float64(np.float32(s_out))) > max_shift:
+        s_out *= 2.0  # 255 << 23 would overflow int32 in TFLM's Requantize
+    return s_in, s_out
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_quantize_int8_requantize(seed):
+    rng = np.random.default_rng(10000 + seed)
+    shape = [1, int(rng.integers(1, 5)), int(rng.integers(1, 9))]
+    s_in, s_out = _requant_scales(rng)
+    if seed % 5 == 0:
+        s_out = s_in  # same scale, zero point shift only
+    g = GraphBuilder()
+    x = g.input(shape, scale=s_in, zero_point=pick_zp(rng))
+    g.output(g.quantize(x, out_scale=s_out, out_zp=pick_zp(rng)))
+    run_both(g, rand_int8(rng, [BATCH] + shape[1:]))
+
+
+@pytest.mark.parametrize("seed", FEW_SEEDS)
+def test_dequantize(seed):
+    rng = np.random.default_rng(11000 + seed)
+    shape = [1, int(rng.integers(1, 5)), int(rng.integers(1, 9))]
+    g = GraphBuilder()
+    x = g.input(shape, scale=pick_scale(rng), zero_point=pick_zp(rng))
+    g.output(g.dequantize(x))
+    run_both(g, rand_int8(rng, [BATCH] + shape[1:]))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_shape(seed):
+    rng = np.random.default_rng(12000 + seed)
+    shape = [1] + [int(v) for v in rng.integers(1, 6, size=seed % 3 + 1)]
+    g = GraphBuilder()
+    x = g.input(shape, scale=pick_scale(rng), zero_point=pick_zp(rng))
+    g.output(g.shape(x), g.reshape(x, shape))
+    out, _ = run_both(g, rand_int8(rng, [BATCH] + shape[1:]))
+    assert out[0].dtype == np.int32
+
+
+def _random_slice(rng, shape):
+    begin, end, strides = [0], [1], [1]
+    bmask = emask = shrink = 0
+    if rng.random() < 0.5:
+        bmask |= 1
+    if rng.random() < 0.5:
+        emask |= 1
+        end[0] = int(rng.integers(-3, 4))
+    for d, size in enumerate(shape[1:], start=1):
+        r = rng.random()
+        if r < 0.15 and len(shape) - bin(shrink).count("1") > 2:
+            shrink |= 1 << d
+            b = int(rng.integers(-size, size))
+            begin.append(b)
+            end.append(b + 1 if b != -1 else 0)
+            strides.append(1)
+            continue
+        st = int(rng.choice([1, 1, 2, 3, -1, -2]))
+        b = int(rng.integers(-size - 1, size + 2))
+        e = int(rng.integers(-size - 1, size + 2))
+        begin.append(b)
+        end.append(e)
+        strides.append(st)
+        if rng.random() < 0.25:
+            bmask |= 1 << d
+        if rng.random() < 0.25:
+            emask |= 1 << d
+    return begin, end, strides, bmask, emask, shrink
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_strided_slice(seed):
+    rng = np.random.default_rng(13000 + seed)
+    for _ in range(1000):  # redraw until the slice is non-empty
+        shape = [1] + [int(v) for v in rng.integers(1, 7, size=int(rng.integers(1, 4)))]
+        begin, end, strides, bmask, emask, shrink = _random_slice(rng, shape)
+        g = GraphBuilder()
+        x = g.input(shape, scale=pick_scale(rng), zero_point=pick_zp(rng))
+        y = g.strided_slice(x, begin, end, strides, begin_mask=bmask, end_mask=emask,
+                            shrink_axis_mask=shrink)
+        if min(g.shape_of(y), default=1) > 0 and g.shape_of(y)[:1] == [1]:
+            break
+    g.output(y)
+    run_both(g, rand_int8(rng, [BATCH] + shape[1:]))
+
+
+@pytest.mark.parametrize("seed", FEW_SEEDS)
+def test_pack(seed):
+    rng = np.random.default_rng(14000 + seed)
+    shape = [1] + [int(v) for v in rng.integers(1, 5, size=int(rng.integers(1, 4)))]
+    count = int(rng.integers(1, 5))
+    axis = int(rng.integers(1, len(shape) + 1))
+    if rng.random() < 0.3:
+        axis = axis - len(shape) - 1  # negative axis
+    s, zp = pick_scale(rng), pick_zp(rng)
+    g = GraphBuilder()
+    xs = [g.input(shape, scale=s, zero_point=zp) for _ in range(count)]
+    g.output(g.pack(xs, axis=axis))
+    run_both(g, [rand_int8(rng, [BATCH] + shape[1:]) for _ in range(count)])
+
+
+# ---------------------------------------------------------------------------- extreme multipliers
+
+
+EXTREME = [(a, b, c) for a in ("tiny", "large") for b in ("tiny", "large") for c in ("tiny", "large")]
+EXTREME_OPS = ["conv2d", "depthwise_conv2d", "fully_connected"]
+
+
+@pytest.mark.parametrize("regimes", EXTREME, ids=["-".join(r) for r in EXTREME])
+@pytest.mark.parametrize("op", EXTREME_OPS)
+def test_extreme_scales(op, regimes):
+    """Input, weight and output scales each ~1e-6 or ~1e3: multipliers from ~1e-15 (flushed to zero
+    by TFLM) up to the largest whose left shift cannot overflow int32 (the output scale is raised
+    until then)."""
+    rng = np.random.default_rng(18000 + 10 * EXTREME.index(regimes) + EXTREME_OPS.index(op))
+    s_in, w_base, s_out = (pick_scale(rng, r) for r in regimes)
+    cin, n_out, k = 3, 4, 2
+    zp_in = pick_zp(rng)
+    w_scales = per_channel_scales(rng, n_out if op != "depthwise_conv2d" else cin, w_base, 2.0)
+    bias = rng.integers(-5000, 5001, size=len(w_scales)).astype(np.int32)
+    g = GraphBuilder()
+    if op == "fully_connected":
+        x = g.input([1, 12], scale=s_in, zero_point=zp_in)
+        s_out = safe_out_scale(s_out, s_in, w_scales, 12 * 255 * 128 + 5000)
+        y = g.fully_connected(x, rand_int8(rng, [n_out, 12]), bias, w_scale=w_scales,
+                              out_scale=s_out, out_zp=pick_zp(rng), activation=pick_act(rng, s_out))
+        shape = [12]
+    elif op == "conv2d":
+        x = g.input([1, 5, 5, cin], scale=s_in, zero_point=zp_in)
+        s_out = safe_out_scale(s_out, s_in, w_scales, k * k * cin * 255 * 128 + 5000)
+        y = g.conv2d(x, rand_int8(rng, [n_out, k, k, cin]), bias, w_scale=w_scales, padding="SAME",
+                     out_scale=s_out, out_zp=pick_zp(rng), activation=pick_act(rng, s_out))
+        shape = [5, 5, cin]
+    else:
+        x = g.input([1, 5, 5, cin], scale=s_in, zero_point=zp_in)
+        s_out = safe_out_scale(s_out, s_in, w_scales, k * k * 255 * 128 + 5000)
+        y = g.depthwise_conv2d(x, rand_int8(rng, [1, k, k, cin]), bias, w_scale=w_scales,
+                               padding="VALID", out_scale=s_out, out_zp=pick_zp(rng),
+                               activation=pick_act(rng, s_out))
+        shape = [5, 5, cin]
+    g.output(y)
+    run_both(g, rand_int8(rng, [BATCH] + shape))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_add_extreme_input_ratio(seed):
+    """One ADD operand's scale ~1e9 times the other's: its TFLM multiplier is flushed to zero."""
+    rng = np.random.default_rng(15000 + seed)
+    s1, s2 = (pick_scale(rng, "tiny"), pick_scale(rng, "large"))[:: 1 if seed % 2 else -1]
+    s_out = max(s1, s2) * 10.0 ** rng.uniform(-4, 1)
+    g = GraphBuilder()
+    a = g.input([1, 3, 4], scale=s1, zero_point=pick_zp(rng))
+    b = g.input([1, 3, 4], scale=s2, zero_point=pick_zp(rng))
+    g.output(g.add(a, b, out_scale=s_out, out_zp=pick_zp(rng), activation=pick_act(rng, s_out)))
+    run_both(g, [rand_int8(rng, [BATCH, 3, 4]), rand_int8(rng, [BATCH, 3, 4])])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_conv_left_shift_overflow(seed):
+    """Multiplier 2^k (k = 8..30) with |acc| << (k + 1) overflowing int32: TFLM's
+    MultiplyByQuantizedMultiplier computes ``x * (1 << left_shift)`` in int32, which wraps on every
+    target we build for. (Multipliers >= 2^31 give left shifts >= 32, whose result differs between
+    x86, where TFLM's wheel runs, and Cortex-M: not tested.)"""
+    rng = np.random.default_rng(16000 + seed)
+    s_in, w = 1.0, 1.0
+    s_out = 2.0 ** -int(rng.integers(8, 31))
+    g = GraphBuilder()
+    x = g.input([1, 4, 4, 2], scale=s_in, zero_point=pick_zp(rng))
+    g.output(g.conv2d(x, rand_int8(rng, [3, 3, 3, 2]), rng.integers(-1000, 1000, 3).astype(np.int32),
+                      w_scale=np.full(3, w), padding="SAME", out_scale=s_out, out_zp=pick_zp(rng)))
+    run_both(g, rand_int8(rng, [BATCH, 4, 4, 2]))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_requantize_left_shift_overflow(seed):
+    """int8->int8 QUANTIZE with in/out scale ratio 3e6..1e9 (< 2^30, left shift <= 30):
+    overflowing ``(x - zp) << shift`` wraps in TFLM."""
+    rng = np.random.default_rng(17000 + seed)
+    s_in = pick_scale(rng, "large")
+    s_out = s_in / 10.0 ** rng.uniform(6.5, 9.0)
+    g = GraphBuilder()
+    x = g.input([1, 16], scale=s_in, zero_point=pick_zp(rng))
+    g.output(g.quantize(x, out_scale=s_out, out_zp=pick_zp(rng)))
+    run_both(g, rand_int8(rng, [BATCH, 16]))
+
+
+# ---------------------------------------------------------------------------- chains
+
+
+def _relu_act(rng, s_out, choices=("RELU", "RELU6")) -> str:
+    act = str(rng.choice(list(choices)))
+    return "RELU" if act == "RELU6" and 6.0 / s_out < 64 else act
+
+
+def _chain_zp_act(rng, s_out, kw):
+    """Output zero point and fused activation for a chain layer, as calibration would give them:
+    RELU-family outputs get a zero point near -128, linear ones one near 0."""
+    act = kw.pop("activation", "NONE")
+    if act == "random":
+        act = str(rng.choice(ACTS))
+    if act == "RELU_N1_TO_1" and 1.0 / s_out < 32:
+        act = "NONE"
+    if act in ("RELU", "RELU6"):
+        act = _relu_act(rng, s_out, (act,))
+        zp = int(rng.integers(-128, -110))
+    else:
+        zp = int(rng.integers(-24, 25))
+    return zp, act
+
+
+def _range(g, t):
+    """Real-valued range [lo, hi] that int8 tensor ``t`` can represent."""
+    s, zp = g.scale_of(t), g.zp_of(t)
+    return s * (-128 - zp), s * (127 - zp)
+
+
+def _covering_quant(lo, hi, shrink):
+    """(scale, zero point) covering [lo, hi] shrunk by ``shrink`` (extremes are rare)."""
+    lo, hi = min(lo, 0.0) * shrink, max(hi, 0.0) * shrink
+    scale = (hi - lo) / 255.0
+    return scale, int(np.clip(round(-128 - lo / scale), -128, 127))
+
+
+def _conv_params(rng, g, x, cout, k, **kw):
+    cin = g.shape_of(x)[-1]
+    w_scales = per_channel_scales(rng, cout, pick_scale(rng, "normal"), 2.0)
+    s_in = g.scale_of(x)
+    typical = math.sqrt(k * k * cin) * 74.0 * 74.0
+    s_out = s_in * float(np.median(w_scales)) * typical / 64.0 * 10.0 ** rng.uniform(-0.5, 0.5)
+    bias = rng.integers(-int(typical), int(typical), size=cout).astype(np.int32)
+    zp, act = _chain_zp_act(rng, s_out, kw)
+    return g.conv2d(x, rand_weights(rng, [cout, k, k, cin]), bias, w_scale=w_scales,
+                    out_scale=s_out, out_zp=zp, activation=act, **kw)
+
+
+def _fc_params(rng, g, x, n_out, **kw):
+    n_in = int(np.prod(g.shape_of(x)))
+    w_scales = per_channel_scales(rng, n_out if rng.random() < 0.5 else 1, 0.01, 2.0)
+    typical = math.sqrt(n_in) * 74.0 * 74.0
+    s_out = g.scale_of(x) * float(np.median(w_scales)) * typical / 64.0 * 10.0 ** rng.uniform(-0.5, 0.5)
+    bias = rng.integers(-int(typical), int(typical), size=n_out).astype(np.int32)
+    zp, act = _chain_zp_act(rng, s_out, kw)
+    return g.fully_connected(x, rand_weights(rng, [n_out, n_in]), bias, w_scale=w_scales,
+                             out_scale=s_out, out_zp=zp, activation=act, **kw)
+
+
+def _residual_chain(rng):
+    """conv -> depthwise -> add(residual) -> mean -> fc -> softmax; returns (graph, input, acts)."""
+    h, w, c = int(rng.integers(4, 9)), int(rng.integers(4, 9)), int(rng.integers(1, 4))
+    g = GraphBuilder()
+    x = g.input([1, h, w, c], scale=pick_scale(rng, "normal"), zero_point=pick_zp(rng))
+    c1 = _conv_params(rng, g, x, int(rng.integers(2, 6)), 3, stride=(2, 2), padding="SAME",
+                      activation=str(rng.choice(["RELU", "RELU6", "NONE"])))
+    ch = g.shape_of(c1)[-1]
+    dw_scales = per_channel_scales(rng, ch, 0.02, 2.0)
+    s_d = g.scale_of(c1) * 0.02 * 3 * 74 * 74 / 64.0 * 10.0 ** rng.uniform(-0.5, 0.5)
+    d1 = g.depthwise_conv2d(c1, rand_weights(rng, [1, 3, 3, ch]),
+                            rng.integers(-3000, 3000, ch).astype(np.int32), w_scale=dw_scales,
+                            padding="SAME", activation=_relu_act(rng, s_d), out_scale=s_d,
+                            out_zp=int(rng.integers(-128, -110)))
+    (lo1, hi1), (lo2, hi2) = _range(g, c1), _range(g, d1)
+    s_r, zp_r = _covering_quant(lo1 + lo2, hi1 + hi2, rng.uniform(0.6, 1.0))
+    r = g.add(c1, d1, out_scale=s_r, out_zp=zp_r)
+    s_m, zp_m = _covering_quant(*_range(g, r), rng.uniform(0.5, 1.0))
+    m = g.mean(r, [1, 2], keep_dims=bool(rng.random() < 0.5), out_scale=s_m, out_zp=zp_m)
+    if len(g.shape_of(m)) == 4:
+        m = g.reshape(m, [1, ch])
+    f = _fc_params(rng, g, m, int(rng.integers(2, 7)))
+    s = g.softmax(f, beta=10.0 ** rng.uniform(-0.5, 0.5) / (32.0 * g.scale_of(f)))
+    g.output(s)
+    return g, rand_int8(rng, [BATCH, h, w, c]), [c1, d1, r, m, f, s]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_chain_residual_mean_fc_softmax(seed):
+    g, x, _ = _residual_chain(np.random.default_rng(20000 + seed))
+    run_both(g, x)
+
+
+def _pool_chain(rng):
+    """conv -> maxpool -> reshape -> fc; returns (graph, input, acts)."""
+    h, w, c = int(rng.integers(4, 10)), int(rng.integers(4, 10)), int(rng.integers(1, 4))
+    g = GraphBuilder()
+    x = g.input([1, h, w, c], scale=pick_scale(rng), zero_point=pick_zp(rng))
+    c1 = _conv_params(rng, g, x, int(rng.integers(1, 6)), int(rng.integers(1, 4)), padding="SAME",
+                      activation="random")
+    p = g.max_pool2d(c1, (2, 2), stride=(2, 2), padding=str(rng.choice(["SAME", "VALID"])))
+    flat = g.reshape(p, [1, -1], shape_tensor="const" if rng.random() < 0.5 else None)
+    f = _fc_params(rng, g, flat, int(rng.integers(1, 10)), activation="random")
+    g.output(f)
+    return g, rand_int8(rng, [BATCH, h, w, c]), [c1, p, flat, f]
+
+
+@pytest.mark.parametrize("seed", FEW_SEEDS)
+def test_chain_conv_maxpool_reshape_fc(seed):
+    g, x, _ = _pool_chain(np.random.default_rng(21000 + seed))
+    run_both(g, x)
+
+
+@pytest.mark.parametrize("seed", FEW_SEEDS)
+def test_chain_quantize_conv_dequantize(seed):
+    rng = np.random.default_rng(22000 + seed)
+    h, w, c = int(rng.integers(2, 8)), int(rng.integers(2, 8)), int(rng.integers(1, 4))
+    s_q = pick_scale(rng, "normal")
+    g = GraphBuilder()
+    x = g.input([1, h, w, c], dtype=np.float32)
+    q = g.quantize(x, out_scale=s_q, out_zp=pick_zp(rng))
+    c1 = _conv_params(rng, g, q, int(rng.integers(1, 5)), int(rng.integers(1, 4)),
+                      padding=str(rng.choice(["SAME", "VALID"])) if min(h, w) >= 3 else "SAME",
+                      activation="random")
+    g.output(g.dequantize(c1))
+    vals = (rng.normal(size=[BATCH, h, w, c]) * s_q * 100).astype(np.float32)
+    vals.reshape(-1)[:4] = np.float32([s_q * 200, -s_q * 200, 0.0, s_q * 0.5])
+    run_both(g, vals)
+
+
+@pytest.mark.parametrize("seed", FEW_SEEDS)
+def test_chain_keras_flatten(seed):
+    """conv -> SHAPE -> STRIDED_SLICE(shrink) -> PACK([batch, -1]) -> RESHAPE -> fc, as Keras'
+    Flatten layer converts."""
+    rng = np.random.default_rng(23000 + seed)
+    h, w, c = int(rng.integers(2, 7)), int(rng.integers(2, 7)), int(rng.integers(1, 4))
+    g = GraphBuilder()
+    x = g.input([1, h, w, c], scale=pick_scale(rng), zero_point=pick_zp(rng))
+    c1 = _conv_params(rng, g, x, int(rng.integers(1, 5)), 3, padding="SAME",
+                      activation="random")
+    flat = g.flatten(c1)
+    g.output(_fc_params(rng, g, flat, int(rng.integers(1, 8))))
+    if seed % 2:
+        g.output(flat)
+    run_both(g, rand_int8(rng, [BATCH, h, w, c]))
+
+
+@pytest.mark.parametrize("chain", ["residual", "pool"])
+@pytest.mark.parametrize("seed", range(6))
+def test_captured_intermediates(chain, seed):
+    """Every non-constant tensor of a chain, captured, equals TFLM's (checked in graph order, so
+    a failure names the first tensor where the engine diverges)."""
+    build = {"residual": _residual_chain, "pool": _pool_chain}[chain]
+    g, x, acts = build(np.random.default_rng(24000 + seed))
+    inter = [i for i, t in enumerate(g.tensors) if t.buffer == 0 and i not in g.inputs]
+    assert set(acts) <= set(inter)
+    run_both(g, x, capture=inter)
+
+
+# ---------------------------------------------------------------------------- the builder itself
+
+_SINGLE_OP_TESTS = [
+    (test_conv2d, {}), (test_depthwise_conv2d, {}), (test_fully_connected, {}), (test_add, {}),
+    (test_mean, {}), (test_pool2d, {"kind": "average_pool2d"}), (test_pool2d, {"kind": "max_pool2d"}),
+    (test_reshape, {}), (test_softmax, {}), (test_quantize_float_to_int8, {}),
+    (test_quantize_int8_requantize, {}), (test_dequantize, {}), (test_strided_slice, {}),
+    (test_pack, {}), (test_chain_keras_flatten, {}),
+]
+
+
+def test_builder_shapes_agree_with_litert(monkeypatch):
+    """The builder computes every output shape itself (TFLM trusts the declared ones): LiteRT's
+    reference interpreter recomputes them, and they must agree for the models the tests build."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    graphs = []
+    monkeypatch.setitem(globals(), "run_both", lambda g, inputs, capture=(): graphs.append(g))
+    for fn, kwargs in _SINGLE_OP_TESTS:
+        for seed in range(12):
+            fn(seed=seed, **kwargs)
+    assert len(graphs) == 12 * len(_SINGLE_OP_TESTS)
+    for g in graphs:
+        it = Interpreter(model_content=g.finish(),
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+        it.allocate_tensors()
+        for d in it.get_input_details():
+            it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        it.invoke()
+        for d in it.get_tensor_details():
+            if d["index"] < len(g.tensors):
+                assert list(d["shape"]) == g.shape_of(d["index"]), (d["name"], d["shape"])
