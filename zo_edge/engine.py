@@ -81,9 +81,15 @@ class Engine:
 
     def run(self, inputs, capture=(), constants=None):
         """Run the whole graph on a batch. Returns (outputs, captured) like ``TflmOracle.run``."""
-        values = dict(zip(self.graph.inputs, self.check_inputs(inputs)))
+        inputs = self.check_inputs(inputs)
+        values = dict(zip(self.graph.inputs, inputs))
         self._execute(self.steps, values, constants)
-        return [values[i] for i in self.graph.outputs], {i: values[i] for i in capture}
+        return self._outputs(values, inputs[0].shape[0]), {i: values[i] for i in capture}
+
+    def _outputs(self, values: dict, n: int) -> list[np.ndarray]:
+        """Graph outputs, each batched [N, ...]; a per-sample constant (a SHAPE) is repeated N times."""
+        return [values[i] if i in self.batched else np.broadcast_to(values[i], (n,) + values[i].shape)
+                for i in self.graph.outputs]
 
     def _execute(self, steps, values: dict, constants=None) -> dict:
         consts = self.constants if not constants else {**self.constants, **constants}
@@ -126,4 +132,5 @@ class SplitEngine:
     def run_suffix(self, boundary: dict, capture=(), constants=None):
         values = dict(boundary)
         self.engine._execute(self.suffix, values, constants)
-        return [values[i] for i in self.engine.graph.outputs], {i: values[i] for i in capture}
+        n = boundary[self.cut].shape[0]
+        return self.engine._outputs(values, n), {i: values[i] for i in capture}

@@ -66,5 +66,12 @@ class TflmOracle:
             outputs.append([np.array(self._interpreter.get_output(k)) for k in range(self.num_outputs)])
             for i in tensor_indices:
                 tensors[i].append(np.array(self._interpreter.GetTensor(i, 0)["tensor_data"]))
-        stacked = [np.concatenate([o[k] for o in outputs]) for k in range(self.num_outputs)] if n else []
+        stacked = [_stack([o[k] for o in outputs]) for k in range(self.num_outputs)] if n else []
         return stacked, {i: np.stack(v) for i, v in tensors.items()}
+
+
+def _stack(per_sample: list[np.ndarray]) -> np.ndarray:
+    """Join per-sample results on their batch axis of 1, or stack those that have none (a SHAPE)."""
+    if per_sample[0].ndim and per_sample[0].shape[0] == 1:
+        return np.concatenate(per_sample)
+    return np.stack(per_sample)

@@ -1,12 +1,10 @@
-"""MEAN for int8, following TFLM's ``EvalMeanHelper`` and its three paths.
+"""MEAN for int8: TFLM's ``reference_ops::QuantizedMeanOrSum`` (integer path).
 
-1. keep_dims, 4-D input, axes {1, 2}: ``reference_integer_ops::Mean`` — the zero-point-corrected sum
-   is rescaled by in_scale/out_scale (MultiplyByQuantizedMultiplier), then divided by the element
-   count rounding half away from zero.
-2. input and output share scale and zero point: ``reference_ops::Mean`` — integer sum divided by the
-   count with C's truncating division.
-3. otherwise: ``reference_ops::QuantizedMeanOrSum`` — the zero-point-corrected sum rescaled by
-   (s_in/s_out)/count folded into one integer multiplier.
+TFLM runs every int8 MEAN — keep_dims or not, any axes, same or different quantisation — through
+one integer path (checked against the interpreter by tests/test_engine_ops.py): the zero-point-
+corrected sum over the axes is rescaled by (in_scale / out_scale) / count, with 1/count folded into
+the multiplier as ``(multiplier << k) / count``, k = floor(log2 count), clamped so the final shift
+stays within MultiplyByQuantizedMultiplier's range.
 """
 
 from __future__ import annotations
@@ -20,17 +18,13 @@ from zo_edge.kernels import fixedpoint as fp
 
 @dataclass
 class MeanParams:
-    axes: tuple  # axes of the batched array
-    keep_dims: bool
-    path: str  # "spatial", "same-quant" or "general"
-    count: int
+    axes: tuple  # reduced axes of the batched array
+    count: int  # elements reduced into each output
     input_zero_point: int
     output_zero_point: int
-    multiplier: int
+    multiplier: int  # (in_scale / out_scale) / count
     shift: int
-    mean_multiplier: int  # multiplier / count (general path)
-    mean_shift: int
-    output_shape: tuple  # per-sample
+    output_shape: tuple  # per sample
 
 
 def prepare_mean(op, graph, batched) -> MeanParams:
@@ -41,46 +35,14 @@ def prepare_mean(op, graph, batched) -> MeanParams:
         raise ValueError("MEAN over the batch axis cannot be batched")
     in_scale, in_zp = x.scalar_quant()
     out_scale, out_zp = out.scalar_quant()
-    keep_dims = bool(op.options.get("keep_dims", False))
-    if keep_dims and rank == 4 and axes == (1, 2):
-        path = "spatial"
-    elif in_zp == out_zp and np.float32(in_scale) == np.float32(out_scale):
-        path = "same-quant"
-    else:
-        path = "general"
-    multiplier, shift = fp.quantize_multiplier(float(in_scale) / float(out_scale))
     count = int(np.prod([x.shape[a] for a in axes]))
-    # QuantizedMeanOrSum folds 1/count into the multiplier: (m << k) / count with k = floor(log2 count),
-    # clamped so the shift stays within MultiplyByQuantizedMultiplier's range.
+    multiplier, shift = fp.quantize_multiplier(float(in_scale) / float(out_scale))
     k = min(count.bit_length() - 1, 32, 31 + shift)
-    mean_multiplier, mean_shift = (multiplier << k) // count, shift - k
-    return MeanParams(
-        axes=axes,
-        keep_dims=keep_dims,
-        path=path,
-        count=count,
-        input_zero_point=in_zp,
-        output_zero_point=out_zp,
-        multiplier=multiplier,
-        shift=shift,
-        mean_multiplier=mean_multiplier,
-        mean_shift=mean_shift,
-        output_shape=tuple(out.shape[1:]),
-    )
+    return MeanParams(axes, count, in_zp, out_zp, (multiplier << k) // count, shift - k, tuple(out.shape[1:]))
 
 
 def eval_mean(p: MeanParams, inputs) -> np.ndarray:
     x = inputs[0].astype(np.int64)
-    n = x.shape[0]
-    if p.path == "spatial":
-        acc = fp.wrap_int32((x - p.input_zero_point).sum(axis=p.axes))
-        acc = fp.multiply_by_quantized_multiplier(acc, p.multiplier, p.shift)
-        magnitude = (np.abs(acc) + p.count // 2) // p.count
-        out = np.where(acc > 0, magnitude, -magnitude) + p.output_zero_point
-    elif p.path == "same-quant":
-        total = x.sum(axis=p.axes)
-        out = np.where(total >= 0, total // p.count, -((-total) // p.count))
-    else:
-        shifted_sum = fp.wrap_int32(x.sum(axis=p.axes) - p.input_zero_point * p.count)
-        out = fp.multiply_by_quantized_multiplier(shifted_sum, p.mean_multiplier, p.mean_shift) + p.output_zero_point
-    return np.clip(out, -128, 127).astype(np.int8).reshape((n,) + p.output_shape)
+    shifted_sum = fp.wrap_int32(x.sum(axis=p.axes) - p.input_zero_point * p.count)
+    out = fp.multiply_by_quantized_multiplier(shifted_sum, p.multiplier, p.shift) + p.output_zero_point
+    return np.clip(out, -128, 127).astype(np.int8).reshape((x.shape[0],) + p.output_shape)

@@ -1,6 +1,6 @@
 """QUANTIZE and DEQUANTIZE: the converter's float interface and int8 → int8 requantisation.
 
-float → int8: ``AffineQuantize`` — round(x / scale) in double, half away from zero, + zero point.
+float → int8: ``AffineQuantize`` — round(x / scale) in float32, half away from zero, + zero point.
 int8 → int8: ``Requantize`` — MultiplyByQuantizedMultiplier by in_scale/out_scale.
 int8 → float: ``Dequantize`` — (x − zero point) · scale in double, stored as float32.
 """
@@ -42,7 +42,7 @@ def prepare_quantize(op, graph, batched) -> QuantizeParams:
 def affine_quantize(x, scale: float, zero_point: int, dtype=np.int8) -> np.ndarray:
     """``AffineQuantize``: float32 values to integers, as the QUANTIZE op and a device's input stage do."""
     lo, hi = _LIMITS[dtype]
-    q = fp.round_half_away(np.asarray(x, dtype=np.float32).astype(np.float64) / float(scale)) + zero_point
+    q = fp.round_half_away(np.asarray(x, dtype=np.float32) / np.float32(scale)) + zero_point  # float32 divide
     return np.clip(q, lo, hi).astype(dtype)
 
 

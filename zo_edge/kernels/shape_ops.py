@@ -78,19 +78,25 @@ def prepare_strided_slice(op, graph, batched) -> StridedSliceParams:
 
 
 def eval_strided_slice(p: StridedSliceParams, inputs) -> np.ndarray:
-    return np.ascontiguousarray(inputs[0][p.index])
+    return np.array(inputs[0][p.index])  # a copy; keeps 0-d results 0-d
 
 
 @dataclass
 class PackParams:
-    axis: int
+    axis: int  # axis of the static shape
+    batched: bool
 
 
 def prepare_pack(op, graph, batched) -> PackParams:
-    if any(batched):
-        raise ValueError("PACK of batched activations is not supported")
-    return PackParams(int(op.options.get("axis", 0)))
+    rank = len(graph.tensors[op.inputs[0]].shape)
+    axis = int(op.options.get("axis", 0)) % (rank + 1)
+    if any(batched) and axis == 0:
+        raise ValueError("PACK on axis 0 of batched activations moves the batch dimension")
+    return PackParams(axis, any(batched))
 
 
 def eval_pack(p: PackParams, inputs) -> np.ndarray:
+    if p.batched:  # constant operands join every sample's stack
+        n = max(x.shape[0] for x in inputs)
+        inputs = [np.broadcast_to(x, (n,) + x.shape[1:]) for x in inputs]
     return np.stack(inputs, axis=p.axis)
