@@ -1,0 +1,703 @@
+"""Full-integer post-training quantisation with room for the training to come (DESIGN.md §3).
+
+``quantize_model`` converts a zoo model with ``tf.lite.TFLiteConverter.from_keras_model``: int8 in
+and out, per-channel int8 weights, int32 biases, asymmetric int8 activations calibrated on real
+training samples. Plain post-training quantisation sizes every range to the *initial* values, which
+fails for what will be trained: a zero-initialised up-projection would get a zero or denormal scale,
+and the activations it feeds would get no room to grow. So the ranges of the trainable tensors are set
+for the *planned* magnitudes, and the report says which:
+
+* **adapter up-projection** (zero-initialised): calibrated with its kernel at ±``up_magnitude``
+  (random signs, every entry at the planned magnitude, so every output channel gets the scale
+  ``up_magnitude / 127``); after conversion its int8 weights and int32 bias are overwritten with zeros
+  in the flatbuffer — symmetric int8 zero is exactly 0.0, so the int8 adapter starts as the identity
+  of its block, and the adapter output, the ADD and everything after it keep ranges with room for
+  an adapter at the planned magnitude.
+* **adapter down-projection** and **classifier**: calibrated with their kernels multiplied by
+  ``down_headroom`` / ``classifier_headroom`` (per-channel weight scale = headroom × max |w| / 127);
+  after conversion their int8 weights are rewritten from the true float kernels with those scales
+  (round half away from zero). Their biases need no rewrite: the converter quantises the true bias
+  with the scale input scale × (headroom) weight scale. The activations they feed (the adapter's
+  hidden activation, the logits) are calibrated at the enlarged magnitude too.
+
+Everything else is ordinary post-training quantisation on the calibration samples.
+
+The result carries the ``.tflite`` bytes, a report with one row per tensor, and the *role map*: which
+tensor index is the cut, the adapter's weights, the logits, ... found by op type and connectivity
+(names are only a hint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from zo_edge.errors import ZoEdgeError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@dataclass
+class QuantConfig:
+    """Quantisation settings. The three magnitudes are the "planned magnitude" of DESIGN.md §3.
+
+    up_magnitude: |w| of every adapter up-projection weight during calibration. Its int8 step is
+        ``up_magnitude / 127`` (0.1 → 7.9e-4, about the reference's ZO ε = 1e-3), and the adapter
+        output / ADD ranges leave room for an adapter this large.
+    down_headroom: the down-projection's weight scales and hidden-activation range are this many
+        times what its initial weights need.
+    classifier_headroom: the same for the classifier's weight scales and the logits' range.
+    calibration_samples: how many training samples calibrate the activation ranges.
+    """
+
+    up_magnitude: float = 0.1
+    down_headroom: float = 1.5
+    classifier_headroom: float = 2.0
+    calibration_samples: int = 256
+
+    def validate(self) -> None:
+        for name in ("up_magnitude", "down_headroom", "classifier_headroom"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
+                raise ZoEdgeError(f"quantisation setting {name} must be a positive number (got {v!r})")
+        for name in ("down_headroom", "classifier_headroom"):
+            if getattr(self, name) < 1:
+                raise ZoEdgeError(f"quantisation setting {name} must be >= 1 (got {getattr(self, name)!r})")
+        if int(self.calibration_samples) < 1:
+            raise ZoEdgeError(f"calibration_samples must be >= 1 (got {self.calibration_samples!r})")
+
+
+@dataclass
+class QuantizedModel:
+    tflite: bytes
+    report: list  # one JSON-ready dict per tensor
+    roles: dict  # role -> tensor index
+    config: dict
+    checks: dict = field(default_factory=dict)
+
+    def report_text(self) -> str:
+        return report_to_text(self.report)
+
+    def to_json(self) -> dict:
+        return {"config": self.config, "roles": self.roles, "checks": self.checks, "tensors": self.report}
+
+
+# roles: the tensors the learners, the QGraph split and the firmware export need by name
+ROLE_NAMES = (
+    "input", "cut", "adapter_down.weights", "adapter_down.bias", "adapter_down.output",
+    "adapter_up.weights", "adapter_up.bias", "adapter.output", "block.output", "adapter_add.output",
+    "classifier.input", "classifier.weights", "classifier.bias", "logits",
+)
+TRAINABLE_ROLES = ("adapter_down.weights", "adapter_down.bias", "adapter_up.weights", "adapter_up.bias",
+                   "classifier.weights", "classifier.bias")
+
+_TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16",
+               9: "int8", 10: "float64"}
+_WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema
+
+
+def _op_names() -> dict:
+    schema = _schema()
+    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# flatbuffer access
+
+
+class _Graph:
+    """The first subgraph of a ModelT, with producer/consumer links."""
+
+    def __init__(self, model_t):
+        if not model_t.subgraphs or len(model_t.subgraphs) != 1:
+            raise ZoEdgeError("the converted model has more than one subgraph; zo-edge handles single-graph models only")
+        self.model = model_t
+        self.sg = model_t.subgraphs[0]
+        names = _op_names()
+        self.ops = []
+        for op in self.sg.operators:
+            code = model_t.operatorCodes[op.opcodeIndex]
+            opname = names.get(max(int(code.builtinCode), int(code.deprecatedBuiltinCode)), "CUSTOM")
+            self.ops.append((opname, [int(i) for i in op.inputs], [int(i) for i in op.outputs], op))
+        self.producer, self.consumers = {}, {}
+        for k, (_, ins, outs, _) in enumerate(self.ops):
+            for t in outs:
+                self.producer[t] = k
+            for t in ins:
+                if t >= 0:
+                    self.consumers.setdefault(t, []).append(k)
+
+    @property
+    def tensors(self):
+        return self.sg.tensors
+
+    def name(self, t: int) -> str:
+        n = self.sg.tensors[t].name
+        return n.decode() if isinstance(n, bytes) else str(n)
+
+    def shape(self, t: int) -> list:
+        s = self.sg.tensors[t].shape
+        return [] if s is None else [int(d) for d in s]
+
+    def is_const(self, t: int) -> bool:
+        buf = self.model.buffers[self.sg.tensors[t].buffer]
+        return buf is not None and buf.data is not None and len(buf.data) > 0
+
+    def quant(self, t: int):
+        q = self.sg.tensors[t].quantization
+        if q is None or q.scale is None or len(q.scale) == 0:
+            return None
+        return (np.asarray(q.scale, dtype=np.float64), np.asarray(q.zeroPoint, dtype=np.int64), int(q.quantizedDimension))
+
+    def ancestors(self, t: int) -> set:
+        seen, stack = set(), [t]
+        while stack:
+            x = stack.pop()
+            if x in seen:
+                continue
+            seen.add(x)
+            k = self.producer.get(x)
+            if k is not None:
+                stack.extend(i for i in self.ops[k][1] if i >= 0)
+        return seen
+
+    def descendants(self, t: int) -> set:
+        seen, stack = set(), [t]
+        while stack:
+            x = stack.pop()
+            if x in seen:
+                continue
+            seen.add(x)
+            for k in self.consumers.get(x, []):
+                stack.extend(self.ops[k][2])
+        return seen
+
+
+def _parse(buf: bytes):
+    schema = _schema()
+    try:
+        model_t = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytes(buf), 0))
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a damaged file
+        raise ZoEdgeError(f"not a readable .tflite flatbuffer ({exc.__class__.__name__}); re-create it with `zo-edge build`") from None
+    return _Graph(model_t)
+
+
+def _pack(model_t) -> bytes:
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model_t.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+# ----------------------------------------------------------------------------------------------------
+# int8 cleanliness and roles
+
+
+def check_int8(graph: _Graph) -> None:
+    """Refuse a model that did not convert to int8 cleanly (float tensors, DEQUANTIZE, float I/O)."""
+    for t in list(graph.sg.inputs) + list(graph.sg.outputs):
+        if graph.tensors[t].type != 9:
+            raise ZoEdgeError(
+                f"the converted model's {'input' if t in graph.sg.inputs else 'output'} {graph.name(t)!r} is "
+                f"{_TYPE_NAMES.get(graph.tensors[t].type, '?')}, not int8; the converter could not quantise the "
+                "model fully — use layers from the zoo (zo_edge.models) or check the calibration data"
+            )
+    for opname, ins, outs, _ in graph.ops:
+        if opname in ("DEQUANTIZE", "CUSTOM") or opname.startswith("FLEX"):
+            raise ZoEdgeError(
+                f"the converted model contains a {opname} op ({graph.name(outs[0])!r}): it did not convert to int8 "
+                "cleanly — a layer has no int8 kernel; use layers from the zoo (zo_edge.models)"
+            )
+    for t, tensor in enumerate(graph.tensors):
+        if tensor.type in (0, 1, 10):
+            raise ZoEdgeError(
+                f"tensor {t} {graph.name(t)!r} is {_TYPE_NAMES[tensor.type]} after conversion: the model did not "
+                "convert to int8 cleanly — use layers from the zoo (zo_edge.models)"
+            )
+    for opname, ins, outs, _ in graph.ops:
+        if opname in _WEIGHTED_OPS:
+            w = ins[1]
+            if graph.tensors[w].type != 9 or graph.quant(w) is None:
+                raise ZoEdgeError(f"{opname} weights {graph.name(w)!r} are not int8-quantised; re-run the conversion")
+            if len(ins) > 2 and ins[2] >= 0 and graph.tensors[ins[2]].type != 2:
+                raise ZoEdgeError(f"{opname} bias {graph.name(ins[2])!r} is not int32; re-run the conversion")
+
+
+def _skip_relu(graph: _Graph, t: int) -> int:
+    """Step back over a standalone RELU op (the converter normally fuses it)."""
+    k = graph.producer.get(t)
+    if k is not None and graph.ops[k][0] in ("RELU",):
+        return graph.ops[k][1][0]
+    return t
+
+
+def _adapter_candidates(graph: _Graph):
+    """(add op, up op, down op, cut, block output) tuples that have the adapter's structure."""
+    found = []
+    for k, (opname, ins, outs, _) in enumerate(graph.ops):
+        if opname != "ADD" or len(ins) != 2:
+            continue
+        for side in (0, 1):
+            up_k = graph.producer.get(ins[side])
+            if up_k is None or graph.ops[up_k][0] not in ("CONV_2D", "FULLY_CONNECTED"):
+                continue
+            hidden = _skip_relu(graph, graph.ops[up_k][1][0])
+            down_k = graph.producer.get(hidden)
+            if down_k is None or graph.ops[down_k][0] not in ("CONV_2D", "FULLY_CONNECTED"):
+                continue
+            if graph.ops[down_k][0] != graph.ops[up_k][0]:
+                continue
+            up_w, down_w = graph.ops[up_k][1][1], graph.ops[down_k][1][1]
+            if graph.ops[up_k][0] == "CONV_2D" and (graph.shape(up_w)[1:3] != [1, 1] or graph.shape(down_w)[1:3] != [1, 1]):
+                continue
+            cut = graph.ops[down_k][1][0]
+            block_out = ins[1 - side]
+            if cut not in graph.ancestors(block_out) or graph.shape(block_out) != graph.shape(ins[side]):
+                continue
+            found.append((k, up_k, down_k, cut, block_out))
+    return found
+
+
+def find_roles(buf_or_graph) -> dict:
+    """Map each role (see ROLE_NAMES) to a tensor index of a converted zoo model.
+
+    The classifier is the FULLY_CONNECTED op producing the graph output. The adapter is an ADD whose
+    one input is ``up(relu(down(cut)))`` (1×1 CONV_2D or FULLY_CONNECTED pairs) while its other input
+    (the block's output) depends on the same cut. Tensor names ("adapter_up" ...) only choose between
+    several structural matches; a match by name alone is never taken.
+    """
+    graph = buf_or_graph if isinstance(buf_or_graph, _Graph) else _parse(buf_or_graph)
+    sg = graph.sg
+    if len(sg.inputs) != 1 or len(sg.outputs) != 1:
+        raise ZoEdgeError("the model must have one input and one output (logits); build it with zo_edge.models")
+    roles = {"input": int(sg.inputs[0]), "logits": int(sg.outputs[0])}
+    k = graph.producer.get(roles["logits"])
+    if k is None or graph.ops[k][0] != "FULLY_CONNECTED":
+        raise ZoEdgeError(
+            "the model's output is not produced by a FULLY_CONNECTED classifier (a softmax or other op follows "
+            "it?); the classifier must output logits — build the model with zo_edge.models"
+        )
+    ins = graph.ops[k][1]
+    roles["classifier.input"], roles["classifier.weights"] = ins[0], ins[1]
+    if len(ins) > 2 and ins[2] >= 0:
+        roles["classifier.bias"] = ins[2]
+
+    candidates = _adapter_candidates(graph)
+    if len(candidates) > 1:
+        named = [c for c in candidates if "adapter_up" in graph.name(graph.ops[c[1]][1][1])
+                 or "adapter_up" in graph.name(graph.ops[c[1]][2][0])]
+        candidates = named if named else candidates
+    if len(candidates) > 1:
+        raise ZoEdgeError(
+            f"the model has {len(candidates)} adapter-shaped branches; zo-edge trains exactly one adapter "
+            "(layers adapter_down / adapter_up / adapter_add)"
+        )
+    if candidates:
+        add_k, up_k, down_k, cut, block_out = candidates[0]
+        up_ins, down_ins = graph.ops[up_k][1], graph.ops[down_k][1]
+        roles.update({
+            "cut": cut,
+            "adapter_down.weights": down_ins[1],
+            "adapter_down.output": up_ins[0],
+            "adapter_up.weights": up_ins[1],
+            "adapter.output": graph.ops[up_k][2][0],
+            "block.output": block_out,
+            "adapter_add.output": graph.ops[add_k][2][0],
+        })
+        if len(down_ins) > 2 and down_ins[2] >= 0:
+            roles["adapter_down.bias"] = down_ins[2]
+        if len(up_ins) > 2 and up_ins[2] >= 0:
+            roles["adapter_up.bias"] = up_ins[2]
+    elif any("adapter_up" in graph.name(t) for t in range(len(graph.tensors))):
+        raise ZoEdgeError(
+            "tensors named adapter_up were found but not the adapter's structure (ADD of block(x) and "
+            "up(relu(down(x)))); build the model with zo_edge.models"
+        )
+    return {r: int(roles[r]) for r in ROLE_NAMES if r in roles}
+
+
+def check_tflite(buf: bytes) -> dict:
+    """Check that a .tflite is a cleanly converted int8 zoo model; return its role map."""
+    graph = _parse(buf)
+    check_int8(graph)
+    roles = find_roles(graph)
+    _check_scales(graph, roles)
+    return roles
+
+
+def op_list(buf: bytes) -> list:
+    """The builtin op names of a .tflite, in execution order."""
+    return [name for name, *_ in _parse(buf).ops]
+
+
+# ----------------------------------------------------------------------------------------------------
+# weight (re)quantisation helpers
+
+
+def _round_half_away(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def quantize_input(x, scale: float, zero_point: int) -> np.ndarray:
+    """float → int8 like TFLite's AffineQuantize: round(x / scale) half away from zero, + zero point."""
+    q = _round_half_away(np.asarray(x, dtype=np.float64) / float(scale)) + int(zero_point)
+    return np.clip(q, -128, 127).astype(np.int8)
+
+
+def _keras_to_tflite_kernel(kernel: np.ndarray) -> np.ndarray:
+    """Keras Conv2D [kh, kw, in, out] → TFLite [out, kh, kw, in]; Dense [in, out] → [out, in]."""
+    kernel = np.asarray(kernel, dtype=np.float64)
+    if kernel.ndim == 4:
+        return np.transpose(kernel, (3, 0, 1, 2))
+    if kernel.ndim == 2:
+        return kernel.T
+    raise ValueError(f"unexpected kernel rank {kernel.ndim}")
+
+
+def _requantize_weights(kernel_tfl: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Per-channel (dimension 0) symmetric int8 of a float kernel with given scales."""
+    shape = (-1,) + (1,) * (kernel_tfl.ndim - 1)
+    q = _round_half_away(kernel_tfl / np.asarray(scales, dtype=np.float64).reshape(shape))
+    return np.clip(q, -127, 127).astype(np.int8)
+
+
+def _requantize_bias(bias: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """int32 bias: round(b / (input scale × weight scale)) half away from zero, per channel."""
+    q = _round_half_away(np.asarray(bias, dtype=np.float64) / np.asarray(scales, dtype=np.float64))
+    return np.clip(q, -(2**31) + 1, 2**31 - 1).astype(np.int32)
+
+
+def _own_buffer(graph: _Graph, t: int) -> int:
+    """Give tensor ``t`` a buffer no other tensor shares (the converter may deduplicate constants)."""
+    schema = _schema()
+    b = graph.tensors[t].buffer
+    users = [i for i, tensor in enumerate(graph.tensors) if tensor.buffer == b]
+    if len(users) > 1:
+        new = schema.BufferT()
+        new.data = np.array(graph.model.buffers[b].data, dtype=np.uint8, copy=True)
+        graph.model.buffers.append(new)
+        graph.tensors[t].buffer = len(graph.model.buffers) - 1
+    buf = graph.model.buffers[graph.tensors[t].buffer]
+    if getattr(buf, "offset", 0) and buf.offset > 1:
+        raise ZoEdgeError("the converted model stores buffers outside the flatbuffer (a >2 GB model?); not supported")
+    return graph.tensors[t].buffer
+
+
+def _write_const(graph: _Graph, t: int, values: np.ndarray) -> None:
+    b = _own_buffer(graph, t)
+    expected = int(np.prod(graph.shape(t))) if graph.shape(t) else 1
+    values = np.ascontiguousarray(values).reshape(-1)
+    if values.size != expected:
+        raise AssertionError(f"tensor {t}: writing {values.size} values into {expected}")
+    want = {9: np.int8, 2: np.int32}[graph.tensors[t].type]
+    graph.model.buffers[b].data = np.frombuffer(values.astype(want).tobytes(), dtype=np.uint8).copy()
+
+
+def _read_const(graph: _Graph, t: int) -> np.ndarray:
+    dtype = {9: np.int8, 2: np.int32, 3: np.uint8, 7: np.int16, 4: np.int64}[graph.tensors[t].type]
+    data = np.asarray(graph.model.buffers[graph.tensors[t].buffer].data, dtype=np.uint8)
+    return np.frombuffer(data.tobytes(), dtype=dtype).reshape(graph.shape(t))
+
+
+# ----------------------------------------------------------------------------------------------------
+# conversion
+
+
+def _calibration_samples(x, n: int, seed: int) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim < 2 or len(x) == 0:
+        raise ZoEdgeError("calibration needs at least one training sample [N, *input_shape]")
+    rng = np.random.default_rng([int(seed), 0xCA1B])
+    idx = np.sort(rng.permutation(len(x))[: min(int(n), len(x))])
+    return x[idx]
+
+
+def _convert(model, samples: np.ndarray) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([samples[i : i + 1]] for i in range(len(samples)))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    converter._experimental_disable_per_channel = False  # per-channel weights (the default, made explicit)
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = False
+    try:
+        with _quiet():
+            return bytes(converter.convert())
+    except Exception as exc:  # noqa: BLE001 - the converter raises many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ZoEdgeError(
+            f"TFLite int8 conversion failed ({first[:200]}); use layers from the zoo (zo_edge.models)"
+        ) from None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the converter's chatter (Keras export prints to stdout, MLIR logs to fd 2)."""
+    import io
+    import sys
+    import tempfile
+    import warnings
+
+    saved = []
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sink = tempfile.TemporaryFile()
+        for fd in (1, 2):
+            saved.append((fd, os.dup(fd)))
+            os.dup2(sink.fileno(), fd)
+    except (OSError, ValueError, AttributeError):  # no real file descriptors (e.g. captured streams)
+        for fd, dup in saved:
+            os.dup2(dup, fd)
+            os.close(dup)
+        saved = []
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for fd, dup in saved:
+            try:
+                sys.stdout.flush()
+            except Exception:  # noqa: BLE001
+                pass
+            os.dup2(dup, fd)
+            os.close(dup)
+
+
+def quantize_model(model, calibration_x, config: QuantConfig | None = None, seed: int = 0,
+                   verify: bool = True) -> QuantizedModel:
+    """Convert a zoo model to a full-integer int8 .tflite with headroom for the trainable tensors.
+
+    ``calibration_x``: real training samples (float, [N, *input_shape]); up to
+    ``config.calibration_samples`` of them, chosen with ``seed``, calibrate the activation ranges.
+    ``verify`` loads the patched model in TFLM and checks that the zeroed adapter is the identity of
+    its block up to the ADD's requantisation.
+    """
+    config = config or QuantConfig()
+    config.validate()
+    samples = _calibration_samples(calibration_x, config.calibration_samples, seed)
+    if tuple(samples.shape[1:]) != tuple(model.input_shape[1:]):
+        raise ZoEdgeError(
+            f"calibration samples have shape {tuple(samples.shape[1:])} but the model expects {tuple(model.input_shape[1:])}"
+        )
+    layer_names = {layer.name for layer in model.layers}
+    has_adapter = "adapter_up" in layer_names
+    if "classifier" not in layer_names:
+        raise ZoEdgeError("the model has no layer named 'classifier'; build it with zo_edge.models")
+
+    # 1. calibrate at the planned magnitudes
+    true = {name: [np.array(w) for w in model.get_layer(name).get_weights()]
+            for name in ("adapter_down", "adapter_up", "classifier") if name in layer_names}
+    rng = np.random.default_rng([int(seed), 0xADA])
+    try:
+        # A bias that is exactly zero would be dropped by the converter (FULLY_CONNECTED without bias),
+        # so each trainable bias is calibrated with a negligible nudge and rewritten afterwards.
+        def nudge(b):
+            return (b + np.where(rng.random(b.shape) < 0.5, -1e-6, 1e-6)).astype(np.float32)
+
+        if has_adapter:
+            k_up, b_up = true["adapter_up"]
+            signs = np.where(rng.random(k_up.shape) < 0.5, -1.0, 1.0).astype(np.float32)
+            model.get_layer("adapter_up").set_weights([signs * np.float32(config.up_magnitude), nudge(b_up)])
+            k_down, b_down = true["adapter_down"]
+            model.get_layer("adapter_down").set_weights([k_down * np.float32(config.down_headroom), nudge(b_down)])
+        k_cls, b_cls = true["classifier"]
+        model.get_layer("classifier").set_weights([k_cls * np.float32(config.classifier_headroom), nudge(b_cls)])
+        raw = _convert(model, samples)
+    finally:
+        for name, weights in true.items():
+            model.get_layer(name).set_weights(weights)
+
+    # 2. check, find roles, patch the trainable tensors to their true starting values
+    graph = _parse(raw)
+    check_int8(graph)
+    roles = find_roles(graph)
+    if has_adapter and "adapter_up.weights" not in roles:
+        raise ZoEdgeError("the adapter was not found in the converted graph; build the model with zo_edge.models")
+    for layer in ("classifier", "adapter_down", "adapter_up") if has_adapter else ("classifier",):
+        if f"{layer}.bias" not in roles:
+            raise ZoEdgeError(f"the converted {layer} has no bias tensor; re-run the conversion")
+    patches = [("classifier", *true["classifier"])]
+    if has_adapter:
+        patches.append(("adapter_down", *true["adapter_down"]))
+        patches.append(("adapter_up", *(np.zeros_like(w) for w in true["adapter_up"])))
+    for layer, kernel, bias in patches:
+        t = roles[f"{layer}.weights"]
+        kernel = _keras_to_tflite_kernel(kernel)
+        scales, _, qdim = graph.quant(t)
+        if qdim != 0 or len(scales) != kernel.shape[0] or list(kernel.shape) != graph.shape(t):
+            raise ZoEdgeError(f"{layer}: unexpected quantisation layout (dimension {qdim}, {len(scales)} scales); re-run the conversion")
+        _write_const(graph, t, _requantize_weights(kernel, scales))
+        tb = roles[f"{layer}.bias"]
+        _write_const(graph, tb, _requantize_bias(bias, graph.quant(tb)[0]))
+    for role in TRAINABLE_ROLES:  # every trainable tensor owns its buffer, even if untouched above
+        if role in roles:
+            _own_buffer(graph, roles[role])
+    tflite = _pack(graph.model)
+
+    # 3. re-read, sanity-check the scales, verify in TFLM
+    graph = _parse(tflite)
+    check_int8(graph)
+    if find_roles(graph) != roles:
+        raise AssertionError("the role map changed after patching the flatbuffer")
+    _check_scales(graph, roles)
+    if has_adapter and np.any(_read_const(graph, roles["adapter_up.weights"]) != 0):
+        raise AssertionError("adapter_up weights are not zero after the patch")
+    checks = verify_identity_adapter(tflite, roles, samples[:8]) if verify else {}
+    cfg = asdict(config)
+    cfg["seed"] = int(seed)
+    cfg["calibration_samples_used"] = int(len(samples))
+    report = build_report(graph, roles, config, has_adapter)
+    return QuantizedModel(tflite=tflite, report=report, roles=roles, config=cfg, checks=checks)
+
+
+def _check_scales(graph: _Graph, roles: dict) -> None:
+    """Trainable tensors and the activations they feed must have positive, normal, sane scales."""
+    tiny = float(np.finfo(np.float32).tiny)
+    for role, t in roles.items():
+        q = graph.quant(t)
+        if q is None:
+            raise ZoEdgeError(f"{role} (tensor {t}) has no quantisation parameters; re-run the conversion")
+        scales = q[0]
+        bad = ~np.isfinite(scales) | (scales <= max(1e-30, tiny)) | (scales > 1e6)
+        if bad.any():
+            raise ZoEdgeError(
+                f"{role} (tensor {t}) got a degenerate scale ({float(scales[bad][0]):.3g}); its calibration saw no "
+                "range — check the calibration samples and the quantisation magnitudes"
+            )
+
+
+def verify_identity_adapter(tflite: bytes, roles: dict, x_float: np.ndarray) -> dict:
+    """Run TFLM on a few samples: the zeroed adapter must output exactly its zero point, and the ADD
+    must equal the block's output requantised to the ADD's scale (within 1 LSB)."""
+    from zo_edge.tflm import TflmOracle
+
+    graph = _parse(tflite)
+    oracle = TflmOracle(tflite, intermediates=True)
+    s_in, zp_in = graph.quant(roles["input"])[0][0], graph.quant(roles["input"])[1][0]
+    xq = quantize_input(x_float, s_in, zp_in)
+    wanted = [roles[r] for r in ("adapter.output", "block.output", "adapter_add.output") if r in roles]
+    outs, tensors = oracle.run(xq, wanted)
+    checks = {"tflm_loads": True, "tflm_samples": int(len(xq)),
+              "logits_range": [int(outs[0].min()), int(outs[0].max())]}
+    if "adapter.output" in roles:
+        a = tensors[roles["adapter.output"]]
+        zp_a = int(graph.quant(roles["adapter.output"])[1][0])
+        if np.any(a != zp_a):
+            raise AssertionError("the zeroed adapter does not output its zero point in TFLM")
+        (s_b,), (zp_b,) = graph.quant(roles["block.output"])[:2]
+        (s_o,), (zp_o,) = graph.quant(roles["adapter_add.output"])[:2]
+        b = tensors[roles["block.output"]].astype(np.float64)
+        expected = np.clip(_round_half_away((b - zp_b) * s_b / s_o) + zp_o, -128, 127)
+        diff = int(np.abs(tensors[roles["adapter_add.output"]].astype(np.float64) - expected).max())
+        if diff > 1:
+            raise AssertionError(f"the ADD differs from the requantised block output by {diff} LSB")
+        checks.update({"adapter_output_is_zero_point": True, "add_vs_requantised_block_max_lsb": diff})
+    return checks
+
+
+# ----------------------------------------------------------------------------------------------------
+# report
+
+
+def _headroom(role: str, config: QuantConfig) -> str:
+    a, hd, hc = config.up_magnitude, config.down_headroom, config.classifier_headroom
+    return {
+        "adapter_up.weights": f"per-channel scales = {a:g}/127 from calibrating with the kernel at ±{a:g} (planned "
+                              "magnitude); int8 values then zeroed so the adapter starts as the identity",
+        "adapter_up.bias": "scale = cut-side input scale × planned-magnitude weight scale; values zeroed",
+        "adapter.output": f"range calibrated with the up-projection at ±{a:g}",
+        "adapter_add.output": f"range calibrated with the adapter active (up-projection at ±{a:g})",
+        "adapter_down.weights": f"per-channel scales = {hd:g} × initial max|w|/127 (calibrated with the kernel ×{hd:g}, "
+                                "true values written back)",
+        "adapter_down.bias": f"scale = input scale × ({hd:g}× headroom) weight scale",
+        "adapter_down.output": f"range calibrated with the down-projection ×{hd:g}",
+        "classifier.weights": f"per-channel scales = {hc:g} × initial max|w|/127 (calibrated with the kernel ×{hc:g}, "
+                              "true values written back)",
+        "classifier.bias": f"scale = input scale × ({hc:g}× headroom) weight scale",
+        "logits": f"range calibrated with the classifier ×{hc:g} and the adapter active",
+    }.get(role, "")
+
+
+def build_report(graph: _Graph, roles: dict, config: QuantConfig, has_adapter: bool = True) -> list:
+    by_tensor = {}
+    for role, t in roles.items():
+        by_tensor.setdefault(t, []).append(role)
+    downstream = graph.descendants(roles["adapter_add.output"]) if has_adapter and "adapter_add.output" in roles else set()
+    rows = []
+    for t, tensor in enumerate(graph.tensors):
+        q = graph.quant(t)
+        role_list = by_tensor.get(t, [])
+        reasons = [r for r in (_headroom(role, config) for role in role_list) if r]
+        if not has_adapter:
+            reasons = [r for role in role_list if role.startswith("classifier") or role == "logits"
+                       for r in [_headroom(role, config)] if r]
+        if not reasons and "block.output" in role_list and "adapter_add.output" in roles and q is not None:
+            if graph.quant(roles["adapter_add.output"]) is not None and all(
+                    np.array_equal(a, b) for a, b in zip(q[:2], graph.quant(roles["adapter_add.output"])[:2])):
+                reasons = ["the converter gave it the ADD output's range (calibrated with the adapter active)"]
+        if not reasons and t in downstream and q is not None and not graph.is_const(t):
+            reasons = [f"downstream of the adapter: calibrated with the up-projection at ±{config.up_magnitude:g}"]
+        rows.append({
+            "index": t,
+            "name": graph.name(t),
+            "shape": graph.shape(t),
+            "dtype": _TYPE_NAMES.get(tensor.type, str(tensor.type)),
+            "const": graph.is_const(t),
+            "scales": [] if q is None else [float(s) for s in q[0]],
+            "zero_points": [] if q is None else [int(z) for z in q[1]],
+            "quantized_dimension": None if q is None else q[2],
+            "role": ", ".join(role_list),
+            "headroom": bool(reasons),
+            "headroom_reason": "; ".join(reasons),
+        })
+    return rows
+
+
+def _fmt_scales(scales) -> str:
+    if not scales:
+        return "-"
+    if len(scales) == 1:
+        return f"{scales[0]:.4g}"
+    return f"{min(scales):.3g}..{max(scales):.3g} (×{len(scales)})"
+
+
+def report_to_text(report: list) -> str:
+    """An aligned table of the quantisation report (one line per tensor, headroom notes below)."""
+    header = ["idx", "dtype", "shape", "scale", "zero point", "qdim", "role", "headroom", "name"]
+    lines = []
+    for row in report:
+        zps = row["zero_points"]
+        zp = "-" if not zps else (str(zps[0]) if len(set(zps)) == 1 else f"{min(zps)}..{max(zps)}")
+        name = row["name"]
+        lines.append([
+            str(row["index"]), row["dtype"], "x".join(str(d) for d in row["shape"]) or "scalar",
+            _fmt_scales(row["scales"]), zp, "-" if row["quantized_dimension"] is None else str(row["quantized_dimension"]),
+            row["role"] or "-", "yes" if row["headroom"] else "", name if len(name) <= 60 else name[:57] + "...",
+        ])
+    widths = [max(len(header[i]), *(len(line[i]) for line in lines)) if lines else len(header[i]) for i in range(len(header))]
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    out = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(line) for line in lines]
+    notes = [f"  [{row['index']}] {row['role']}: {row['headroom_reason']}" for row in report if row["headroom"]]
+    if notes:
+        out += ["", "ranges set with headroom for training (DESIGN.md §3):"] + notes
+    return "\n".join(out) + "\n"
+
+
+def report_to_json(quantized: QuantizedModel) -> str:
+    return json.dumps(quantized.to_json(), indent=1)
