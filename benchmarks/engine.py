@@ -108,10 +108,11 @@ def main() -> None:
     results = []
     for run_dir in runs:
         run = load_run(run_dir)
-        dataset = load_dataset(run["dataset"], seed=run.get("seed", 0))
+        settings = run["settings"]
+        dataset = load_dataset(settings["dataset"], seed=settings["seed"])
         graph = QGraph.load(run_dir / "model_int8.tflite")
         x = Engine(graph).quantize_input(np.resize(dataset.x_test, (args.samples,) + dataset.x_test.shape[1:]))
-        results.append(bench_model(f"{run['dataset']}/{run.get('arch', '?')}", run_dir / "model_int8.tflite", x))
+        results.append(bench_model(f"{settings['dataset']}/{settings['arch']}", run_dir / "model_int8.tflite", x))
     if args.json:
         print(json.dumps(results, indent=2))
         return

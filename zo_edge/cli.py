@@ -67,7 +67,7 @@ def build(dataset, scenario, out_dir, seed, arch, adapter_position, adapter_widt
     run = build_run(out_dir, dataset=dataset, scenario=scenario, seed=seed, arch=arch,
                     adapter_position=position, adapter_width=adapter_width, epochs=epochs, force=force,
                     log=lambda msg: click.echo(msg, err=True))
-    click.echo(f"wrote {out_dir}: {run.get('arch', '')} on {dataset}/{scenario}, model_int8.tflite")
+    click.echo(f"{out_dir}: {run['settings']['arch']} on {dataset}/{scenario}; see run.json and quantization.txt")
 
 
 @cli.command()

@@ -38,12 +38,13 @@ def run_demo(out_dir: Path, rebuild: bool = False, echo=print) -> dict:
     run = load_run(run_dir)
     graph = QGraph.load(run_dir / "model_int8.tflite")
     echo(f"   {run_dir / 'model_int8.tflite'}: {len(graph.model_bytes)} bytes, ops {', '.join(graph.opcodes)}")
-    if "pretrain" in run:
-        echo(f"   pretraining: {run['pretrain']}")
+    pre = run["pretrain"]
+    echo(f"   pretrained {pre['epochs']} epochs on classes {pre['classes']} in {pre['seconds']:.1f} s: "
+         f"float base accuracy {100 * pre['base_accuracy']:.1f}%")
     echo(f"   quantization report: {run_dir / 'quantization.txt'}")
 
     echo("== 2. int8 engine vs the TFLM interpreter on the whole test split")
-    dataset = load_dataset("spoken-digits", seed=run.get("seed", 0))
+    dataset = load_dataset("spoken-digits", seed=run["settings"]["seed"])
     from zo_edge.engine import Engine
 
     engine = Engine(graph)
@@ -53,11 +54,10 @@ def run_demo(out_dir: Path, rebuild: bool = False, echo=print) -> dict:
     echo(f"   {report['samples']} samples: {report['differing_bytes']} of {report['total_bytes']} output bytes differ "
          f"({time.perf_counter() - t0:.1f} s for both)")
     logits, _ = engine.run(x)
-    seen = np.array(run.get("scenario", {}).get("class_order", list(range(logits[0].shape[-1])))[: run.get("scenario", {}).get("base_classes", 10)])
-    mask = np.isin(dataset.y_test, seen)
-    if mask.any():
-        pred = seen[np.argmax(logits[0][mask][:, seen], axis=1)]
-        echo(f"   int8 accuracy on the {len(seen)} pretraining classes: {100 * np.mean(pred == dataset.y_test[mask]):.1f}%")
+    base = np.array(run["scenario"]["base"]["classes"])
+    mask = np.isin(dataset.y_test, base)
+    pred = base[np.argmax(logits[0][mask][:, base], axis=1)]
+    echo(f"   int8 engine accuracy on the {len(base)} pretraining classes: {100 * np.mean(pred == dataset.y_test[mask]):.1f}%")
     if report["differing_bytes"]:
         raise ZoEdgeError("the engine and TFLM differ on the demo model; this is a bug, please report it")
     return {"run": str(run_dir), "verify": report}

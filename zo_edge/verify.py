@@ -27,6 +27,7 @@ def random_inputs(graph: QGraph, n: int, seed: int = 0) -> list[np.ndarray]:
 def _diff(a: np.ndarray, b: np.ndarray) -> int:
     if a.shape != b.shape or a.dtype != b.dtype:
         return max(a.nbytes, b.nbytes)  # a shape or type mismatch differs everywhere
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     return int(np.count_nonzero(a.view(np.uint8) != b.view(np.uint8)))
 
 
