@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from zo_edge.errors import ZoEdgeError
+from zo_edge.kernels.fixedpoint import round_half_away
+from zo_edge.kernels.quantize import affine_quantize
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -345,14 +347,9 @@ def op_list(buf: bytes) -> list:
 # weight (re)quantisation helpers
 
 
-def _round_half_away(x: np.ndarray) -> np.ndarray:
-    return np.sign(x) * np.floor(np.abs(x) + 0.5)
-
-
 def quantize_input(x, scale: float, zero_point: int) -> np.ndarray:
-    """float → int8 like TFLite's AffineQuantize: round(x / scale) half away from zero, + zero point."""
-    q = _round_half_away(np.asarray(x, dtype=np.float64) / float(scale)) + int(zero_point)
-    return np.clip(q, -128, 127).astype(np.int8)
+    """float → int8 exactly as the QUANTIZE kernel does it (AffineQuantize, float32 division)."""
+    return affine_quantize(x, scale, int(zero_point))
 
 
 def _keras_to_tflite_kernel(kernel: np.ndarray) -> np.ndarray:
@@ -368,13 +365,13 @@ def _keras_to_tflite_kernel(kernel: np.ndarray) -> np.ndarray:
 def _requantize_weights(kernel_tfl: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """Per-channel (dimension 0) symmetric int8 of a float kernel with given scales."""
     shape = (-1,) + (1,) * (kernel_tfl.ndim - 1)
-    q = _round_half_away(kernel_tfl / np.asarray(scales, dtype=np.float64).reshape(shape))
+    q = round_half_away(kernel_tfl / np.asarray(scales, dtype=np.float64).reshape(shape))
     return np.clip(q, -127, 127).astype(np.int8)
 
 
 def _requantize_bias(bias: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """int32 bias: round(b / (input scale × weight scale)) half away from zero, per channel."""
-    q = _round_half_away(np.asarray(bias, dtype=np.float64) / np.asarray(scales, dtype=np.float64))
+    q = round_half_away(np.asarray(bias, dtype=np.float64) / np.asarray(scales, dtype=np.float64))
     return np.clip(q, -(2**31) + 1, 2**31 - 1).astype(np.int32)
 
 
@@ -603,7 +600,7 @@ def verify_identity_adapter(tflite: bytes, roles: dict, x_float: np.ndarray) -> 
         (s_b,), (zp_b,) = graph.quant(roles["block.output"])[:2]
         (s_o,), (zp_o,) = graph.quant(roles["adapter_add.output"])[:2]
         b = tensors[roles["block.output"]].astype(np.float64)
-        expected = np.clip(_round_half_away((b - zp_b) * s_b / s_o) + zp_o, -128, 127)
+        expected = np.clip(round_half_away((b - zp_b) * s_b / s_o) + zp_o, -128, 127)
         diff = int(np.abs(tensors[roles["adapter_add.output"]].astype(np.float64) - expected).max())
         if diff > 1:
             raise AssertionError(f"the ADD differs from the requantised block output by {diff} LSB")
