@@ -20,6 +20,13 @@ from zo_edge.kernels.quantize import affine_quantize
 from zo_edge.qgraph import QGraph
 
 
+CHUNK = 64  # samples per pass through the graph
+
+
+def _join(parts: list[np.ndarray], batched: bool) -> np.ndarray:
+    return np.concatenate(parts) if batched else parts[0]
+
+
 @dataclass
 class Step:
     op: object
@@ -82,9 +89,17 @@ class Engine:
     def run(self, inputs, capture=(), constants=None):
         """Run the whole graph on a batch. Returns (outputs, captured) like ``TflmOracle.run``."""
         inputs = self.check_inputs(inputs)
-        values = dict(zip(self.graph.inputs, inputs))
-        self._execute(self.steps, values, constants)
-        return self._outputs(values, inputs[0].shape[0]), {i: values[i] for i in capture}
+        n = inputs[0].shape[0]
+        outputs, captured = [], []
+        for start in range(0, max(n, 1), CHUNK):  # chunks keep the int64 temporaries in cache
+            values = dict(zip(self.graph.inputs, (x[start : start + CHUNK] for x in inputs)))
+            self._execute(self.steps, values, constants)
+            outputs.append(self._outputs(values, len(values[self.graph.inputs[0]])))
+            captured.append({i: values[i] for i in capture})
+        if len(outputs) == 1:
+            return outputs[0], captured[0]
+        joined = [np.concatenate(parts) for parts in zip(*outputs)]
+        return joined, {i: _join([c[i] for c in captured], i in self.batched) for i in capture}
 
     def _outputs(self, values: dict, n: int) -> list[np.ndarray]:
         """Graph outputs, each batched [N, ...]; a per-sample constant (a SHAPE) is repeated N times."""

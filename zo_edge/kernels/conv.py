@@ -26,7 +26,9 @@ class ConvParams:
     act_min: int
     act_max: int
     acc_dtype: type
+    accumulator_bound: int  # largest |Σ filter·input| the geometry allows
     depth_multiplier: int = 1
+    pointwise: bool = False  # 1x1 kernel, stride 1, no padding
 
 
 def per_channel_multipliers(input_t, filter_t, output_t, channels: int):
@@ -67,7 +69,9 @@ def _prepare(op, graph, depthwise: bool) -> ConvParams:
         act_min=act_min,
         act_max=act_max,
         acc_dtype=fp.exact_float_dtype(taps * 255 * 128),
+        accumulator_bound=taps * 255 * 128,
         depth_multiplier=depth_multiplier,
+        pointwise=(kh, kw, o["stride_h"], o["stride_w"]) == (1, 1, 1, 1),
     )
 
 
@@ -81,10 +85,13 @@ def prepare_depthwise(op, graph, batched) -> ConvParams:
 
 def requantize_accumulator(acc, bias, p) -> np.ndarray:
     """bias, per-channel rescale, output zero point, activation clamp: the tail every conv-like op shares."""
-    acc = np.asarray(acc, dtype=np.int64)
+    acc = acc.astype(np.int64)
+    bias_bound = 0
     if bias is not None:
-        acc = acc + bias.astype(np.int64)
-    acc = fp.wrap_int32(acc)
+        acc += bias.astype(np.int64)
+        bias_bound = int(np.abs(bias.astype(np.int64)).max(initial=0))
+    if p.accumulator_bound + bias_bound >= 1 << 31:  # int32 wrap-around is possible: reproduce it
+        acc = fp.wrap_int32(acc)
     scaled = fp.multiply_by_quantized_multiplier(acc, p.multiplier, p.shift) + p.output_zero_point
     return np.clip(scaled, p.act_min, p.act_max).astype(np.int8)
 
@@ -92,10 +99,15 @@ def requantize_accumulator(acc, bias, p) -> np.ndarray:
 def eval_conv(p: ConvParams, inputs) -> np.ndarray:
     x, filters, bias = inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None
     offset_x = x.astype(p.acc_dtype) - p.acc_dtype(p.input_zero_point)
+    out_c = filters.shape[0]
+    w = filters.reshape(out_c, -1).T.astype(p.acc_dtype)
+    if p.pointwise:  # 1x1, stride 1: a plain matmul, no windows
+        n, oh, ow = offset_x.shape[:3]
+        acc = offset_x.reshape(n * oh * ow, -1) @ w
+        return requantize_accumulator(acc, bias, p).reshape(n, oh, ow, out_c)
     windows = patches(offset_x, p.window, 0)
     n, oh, ow = windows.shape[:3]
-    out_c = filters.shape[0]
-    acc = windows.reshape(n * oh * ow, -1) @ filters.reshape(out_c, -1).T.astype(p.acc_dtype)
+    acc = windows.reshape(n * oh * ow, -1) @ w
     return requantize_accumulator(acc, bias, p).reshape(n, oh, ow, out_c)
 
 
@@ -105,9 +117,14 @@ def eval_depthwise(p: ConvParams, inputs) -> np.ndarray:
     windows = patches(offset_x, p.window, 0)
     n, oh, ow, kh, kw, in_c = windows.shape
     m = p.depth_multiplier
-    f = filters.reshape(kh, kw, in_c, m).astype(p.acc_dtype)
-    acc = np.zeros((n, oh, ow, in_c, m), dtype=p.acc_dtype)
+    f = filters.reshape(kh, kw, in_c * m).astype(p.acc_dtype)
+    acc = np.zeros((n, oh, ow, in_c * m), dtype=p.acc_dtype)
+    tap = np.empty_like(acc)
     for a in range(kh):  # a handful of taps; everything else is vectorised
         for b in range(kw):
-            acc += windows[:, :, :, a, b, :, None] * f[a, b]
-    return requantize_accumulator(acc.reshape(n, oh, ow, in_c * m), bias, p)
+            source = windows[:, :, :, a, b, :]
+            if m > 1:  # output channel c·m + j reads input channel c
+                source = np.repeat(source, m, axis=-1)
+            np.multiply(source, f[a, b], out=tap)
+            acc += tap
+    return requantize_accumulator(acc, bias, p)

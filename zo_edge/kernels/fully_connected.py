@@ -24,6 +24,7 @@ class FullyConnectedParams:
     act_min: int
     act_max: int
     acc_dtype: type
+    accumulator_bound: int
     output_shape: tuple  # per-sample shape, batch dimension excluded
 
 
@@ -50,6 +51,7 @@ def prepare_fully_connected(op, graph, batched) -> FullyConnectedParams:
         act_min=act_min,
         act_max=act_max,
         acc_dtype=fp.exact_float_dtype(depth * 255 * 255),
+        accumulator_bound=depth * 255 * 255,
         output_shape=tuple(out.shape[1:]),
     )
 
