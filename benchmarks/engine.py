@@ -37,10 +37,11 @@ def best_of(fn, repeats=3) -> float:
 
 
 def litert_interpreter(model_bytes: bytes, batch: int):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from zo_edge.litert import interpreter_module
 
-    it = Interpreter(model_content=model_bytes,
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    lite = interpreter_module()
+    it = lite.Interpreter(model_content=model_bytes,
+                     experimental_op_resolver_type=lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
                      num_threads=1)
     detail = it.get_input_details()[0]
     if batch != 1:

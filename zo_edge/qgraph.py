@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zo_edge import litert
 from zo_edge.errors import ZoEdgeError
 
 _TFLITE_DTYPES = {
@@ -22,9 +23,7 @@ _TFLITE_DTYPES = {
 
 
 def _schema():
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema
+    return litert.schema()
 
 
 def _enum_names(enum_cls) -> dict[int, str]:

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from zo_edge import litert
 from zo_edge.errors import ZoEdgeError
 from zo_edge.kernels.fixedpoint import round_half_away
 from zo_edge.kernels.quantize import affine_quantize
@@ -103,9 +104,7 @@ _WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
 def _schema():
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema
+    return litert.schema()
 
 
 def _op_names() -> dict:

@@ -42,9 +42,9 @@ class TflmOracle:
             bytes(model_bytes), arena_size=size, intrepreter_config=config
         )
         self.intermediates = intermediates
-        from ai_edge_litert import schema_py_generated as schema
+        from zo_edge.litert import schema
 
-        self.num_outputs = schema.Model.GetRootAs(bytes(model_bytes), 0).Subgraphs(0).OutputsLength()
+        self.num_outputs = schema().Model.GetRootAs(bytes(model_bytes), 0).Subgraphs(0).OutputsLength()
 
     def run(self, inputs, tensor_indices=()):
         """Run every sample of a batch.
