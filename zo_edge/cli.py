@@ -7,6 +7,7 @@ Errors a user can fix arrive as ZoEdgeError and leave as one line on stderr with
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import click
 import numpy as np
 
 from zo_edge.errors import ZoEdgeError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is not our users' business
 
 
 def _echo_json(obj) -> None:
