@@ -65,3 +65,22 @@ def test_overridden_adapter_weights_reach_the_output(zoo_run):
     moved, _ = split.run_suffix(boundary, constants={up.index: probe})
     assert np.array_equal(base[0], same[0])
     assert not np.array_equal(base[0], moved[0])
+
+
+def test_frozen_split_runs_only_what_training_can_change(zoo_run):
+    """Splitting at the trainable tensors keeps the frozen block in the prefix, and the suffix with
+    any trainable values equals the whole graph run with those values."""
+    run, graph, x = zoo_run
+    roles = run["roles"]
+    trainable = [roles[r] for r in ("adapter_down.weights", "adapter_down.bias", "adapter_up.weights",
+                                    "adapter_up.bias", "classifier.weights", "classifier.bias")]
+    engine = Engine(graph)
+    frozen = engine.split_frozen(trainable)
+    assert len(frozen.suffix) <= len(engine.split(roles["cut"]).suffix)
+    assert all(s.op.opcode != "DEPTHWISE_CONV_2D" for s in frozen.suffix)
+    rng = np.random.default_rng(1)
+    up = graph.tensors[roles["adapter_up.weights"]]
+    constants = {up.index: rng.integers(-60, 61, size=up.data.shape).astype(np.int8)}
+    whole, _ = engine.run(x[:64], constants=constants)
+    parts, _ = frozen.run_suffix(frozen.run_prefix(x[:64]), constants=constants)
+    assert np.array_equal(whole[0], parts[0])

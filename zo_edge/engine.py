@@ -114,15 +114,9 @@ class Engine:
         return values
 
     def split(self, cut: int) -> "SplitEngine":
-        return SplitEngine(self, cut)
-
-
-class SplitEngine:
-    """An engine cut at one tensor: ``run_prefix`` once per sample, ``run_suffix`` many times."""
-
-    def __init__(self, engine: Engine, cut: int):
-        graph = engine.graph
-        if graph.tensors[cut].is_constant or cut not in engine.batched:
+        """Prefix = what the cut tensor depends on; suffix = the rest."""
+        graph = self.graph
+        if graph.tensors[cut].is_constant or cut not in self.batched:
             raise ZoEdgeError(f"cannot split {graph.source} at tensor {cut}: it is not an activation")
         needed = {cut}  # the cut's ancestors form the prefix
         prefix_ops = set()
@@ -130,6 +124,31 @@ class SplitEngine:
             if any(o in needed for o in op.outputs):
                 prefix_ops.add(op.index)
                 needed.update(i for i in op.inputs if i >= 0)
+        return SplitEngine(self, cut, prefix_ops)
+
+    def split_frozen(self, trainable) -> "SplitEngine":
+        """Prefix = every op that no trainable constant reaches; suffix = the ops a change of the
+        trainable tensors can change. For an adapter beside a block this leaves the block itself in
+        the prefix: only the adapter, the ADD and what follows run per zeroth-order probe."""
+        tainted = set(trainable)
+        prefix_ops = set()
+        for op in self.graph.ops:
+            if any(i in tainted for i in op.inputs):
+                tainted.update(op.outputs)
+            else:
+                prefix_ops.add(op.index)
+        cuts = sorted({i for op in self.graph.ops if op.index not in prefix_ops for i in op.inputs
+                       if i in self.batched and i not in tainted})
+        if not cuts:
+            raise ZoEdgeError(f"no activation feeds the trainable tensors of {self.graph.source}")
+        return SplitEngine(self, cuts[0], prefix_ops)
+
+
+class SplitEngine:
+    """An engine in two parts: ``run_prefix`` once per sample, ``run_suffix`` many times."""
+
+    def __init__(self, engine: Engine, cut: int, prefix_ops: set):
+        graph = engine.graph
         self.engine = engine
         self.cut = cut
         self.prefix = [s for s in engine.steps if s.op.index in prefix_ops]
