@@ -30,6 +30,11 @@ def _enum_names(enum_cls) -> dict[int, str]:
     return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
 
 
+def builtin_op_names() -> dict[int, str]:
+    """Schema BuiltinOperator number -> name ("CONV_2D"), shared by everything that reads opcodes."""
+    return _enum_names(_schema().BuiltinOperator)
+
+
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -132,7 +137,7 @@ def _parse(buf: bytes, source: str) -> QGraph:
         raise ZoEdgeError(f"{source} has no subgraph; it is not a usable model")
     if model.SubgraphsLength() > 1:
         raise ZoEdgeError(f"{source} has {model.SubgraphsLength()} subgraphs; zo-edge runs single-subgraph models")
-    op_names = _enum_names(schema.BuiltinOperator)
+    op_names = builtin_op_names()
     opcodes = []
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)

@@ -38,6 +38,7 @@ import numpy as np
 
 from zo_edge import litert
 from zo_edge.errors import ZoEdgeError
+from zo_edge.qgraph import builtin_op_names
 from zo_edge.kernels.fixedpoint import round_half_away
 from zo_edge.kernels.quantize import affine_quantize
 
@@ -107,11 +108,6 @@ def _schema():
     return litert.schema()
 
 
-def _op_names() -> dict:
-    schema = _schema()
-    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
-
-
 # ----------------------------------------------------------------------------------------------------
 # flatbuffer access
 
@@ -124,7 +120,7 @@ class _Graph:
             raise ZoEdgeError("the converted model has more than one subgraph; zo-edge handles single-graph models only")
         self.model = model_t
         self.sg = model_t.subgraphs[0]
-        names = _op_names()
+        names = builtin_op_names()
         self.ops = []
         for op in self.sg.operators:
             code = model_t.operatorCodes[op.opcodeIndex]
