@@ -1,0 +1,168 @@
+"""KerasSplit: the float learners' prefix / adapter-suffix split of a zoo model, and its gradients."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from zo_edge import models  # noqa: E402
+from zo_edge.errors import ZoEdgeError  # noqa: E402
+from zo_edge.learners.keras_split import KerasSplit  # noqa: E402
+
+CONFIGS = [
+    ("ds-cnn", (32, 13, 1), "last"),
+    ("ds-cnn", (32, 13, 1), 1),
+    ("ds-cnn", (32, 13, 1), "after"),
+    ("digits-cnn", (8, 8, 1), "last"),
+    ("digits-cnn", (8, 8, 1), "after"),
+]
+IDS = [f"{arch}-{pos}" for arch, _, pos in CONFIGS]
+_cache: dict = {}
+
+
+def _setup(arch, shape, position):
+    """A small zoo model whose zero-initialised adapter_up got random weights (so the adapter matters)."""
+    key = (arch, position)
+    if key not in _cache:
+        model = models.build_model(arch, shape, 10, adapter_position=position)
+        rng = np.random.default_rng(1)
+        up = model.get_layer("adapter_up")
+        up.set_weights([rng.normal(0, 0.2, w.shape).astype(np.float32) for w in up.get_weights()])
+        x = rng.normal(size=(12, *shape)).astype(np.float32)
+        _cache[key] = (model, KerasSplit(model), x)
+    return _cache[key]
+
+
+def _perturbed(params, seed, scale=0.1):
+    rng = np.random.default_rng(seed)
+    return [(p + rng.normal(0, scale, p.shape)).astype(np.float32) for p in params]
+
+
+@pytest.mark.parametrize("arch, shape, position", CONFIGS, ids=IDS)
+def test_features_with_current_params_reproduce_the_model(arch, shape, position):
+    model, split, x = _setup(arch, shape, position)
+    assert split.adapter_names == ["adapter_down.kernel", "adapter_down.bias", "adapter_up.kernel", "adapter_up.bias"]
+    boundary = split.prefix(x, batch_size=5)  # several batches
+    assert boundary[0].shape[0] == len(x) and len(boundary) == (1 if position == "after" else 2)
+    W, b = split.classifier_params()
+    h = split.features(boundary, split.adapter_params())
+    assert h.dtype == np.float32 and h.shape == (len(x), W.shape[0])
+    np.testing.assert_allclose(h @ W + b, np.asarray(model(x, training=False)), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch, shape, position", CONFIGS, ids=IDS)
+def test_features_with_given_params_match_the_model_with_those_weights(arch, shape, position):
+    import keras
+
+    model, split, x = _setup(arch, shape, position)
+    before = [w.copy() for w in model.get_weights()]
+    boundary = split.prefix(x)
+    variants = [_perturbed(split.adapter_params(), seed) for seed in range(3)]
+    many = split.features_many(boundary, variants)
+    assert many.shape == (3, len(x), split.feature_dim)
+    W, b = split.classifier_params()
+    split.loss_and_grads(boundary, variants[0], W, b, np.zeros(len(x), int), [0, 1])
+    for w0, w1 in zip(before, model.get_weights()):  # nothing above wrote to the model
+        np.testing.assert_array_equal(w0, w1)
+
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    features_of = keras.Model(clone.input, clone.get_layer("classifier").input)
+    for params, h_many in zip(variants, many):
+        h = split.features(boundary, params)
+        np.testing.assert_allclose(h, h_many, atol=1e-5, rtol=1e-5)
+        clone.get_layer("adapter_down").set_weights(params[:2])
+        clone.get_layer("adapter_up").set_weights(params[2:])
+        np.testing.assert_allclose(h, np.asarray(features_of(x, training=False)), atol=1e-5, rtol=1e-5)
+
+
+def _masked_ce64(h, W, b, y, allowed):
+    """Float64 reference: loss and (dW, db) of the masked softmax cross-entropy."""
+    logits = h.astype(np.float64) @ W.astype(np.float64) + b
+    logits[:, ~allowed] = -np.inf
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    n = len(y)
+    loss = -np.mean(np.log(p[np.arange(n), y]))
+    e = p.copy()
+    e[np.arange(n), y] -= 1
+    e /= n
+    return loss, h.astype(np.float64).T @ e, e.sum(axis=0)
+
+
+@pytest.mark.parametrize("arch, shape, position", [CONFIGS[0], CONFIGS[2], CONFIGS[3]], ids=[IDS[0], IDS[2], IDS[3]])
+def test_loss_and_grads_match_finite_differences_and_mask_classes(arch, shape, position):
+    model, split, x = _setup(arch, shape, position)
+    boundary = split.prefix(x)
+    params = _perturbed(split.adapter_params(), 7, scale=0.05)
+    params[1][::2] += 3.0  # half the adapter units always active: smooth points for the differences below
+    W, b = split.classifier_params()
+    allowed = np.array([2, 3, 5, 7])
+    mask = np.isin(np.arange(10), allowed)
+    y = allowed[np.arange(len(x)) % len(allowed)]
+
+    loss, grads, dW, db = split.loss_and_grads(boundary, params, W, b, y, allowed)
+    assert [g.shape for g in grads] == [p.shape for p in params]
+    assert all(g.dtype == np.float32 for g in (*grads, dW, db))
+    h = split.features(boundary, params)
+    ref_loss, ref_dW, ref_db = _masked_ce64(h, W, b, y, mask)
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    np.testing.assert_allclose(dW, ref_dW, atol=1e-6, rtol=1e-4)
+    np.testing.assert_allclose(db, ref_db, atol=1e-6, rtol=1e-4)
+    assert not dW[:, ~mask].any() and not db[~mask].any()  # masked classes: exactly zero
+
+    # adapter gradients, all coordinates: TensorFlow's own gradient through the whole model's layers
+    import keras
+    import tensorflow as tf
+
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    clone.get_layer("adapter_down").set_weights(params[:2])
+    clone.get_layer("adapter_up").set_weights(params[2:])
+    variables = [*clone.get_layer("adapter_down").weights, *clone.get_layer("adapter_up").weights]
+    with tf.GradientTape() as tape:
+        logits = tf.where(mask[None], clone(x, training=False), -np.inf)
+        ref = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+    for g, r in zip(grads, tape.gradient(ref, variables)):
+        np.testing.assert_allclose(g, np.asarray(r), atol=1e-6, rtol=1e-3)
+
+    # ... and central differences (float64 loss of float32 features) on the largest coordinates, with a
+    # step small enough not to move any adapter ReLU input across its kink at 0 (a kink spoils the difference)
+    cut = boundary[0].reshape(-1, boundary[0].shape[-1]).astype(np.float64)
+    pre = np.abs(cut @ params[0].reshape(cut.shape[1], -1) + params[1])  # |adapter ReLU inputs| [pixels, width]
+    with np.errstate(divide="ignore"):
+        margins = [(pre[:, None, :] / np.abs(cut)[:, :, None]).min(axis=0).reshape(params[0].shape),  # step * cut
+                   pre.min(axis=0), np.inf, np.inf]
+    for j, g in enumerate(grads):
+        steps = np.minimum(1e-2, np.broadcast_to(margins[j], g.shape) / 2)
+        order = [i for i in np.argsort(-np.abs(g).ravel()) if steps.ravel()[i] >= 1e-3]
+        assert order, split.adapter_names[j]
+        for flat in order[:2]:
+            idx = np.unravel_index(flat, g.shape)
+            eps = float(steps[idx])
+            plus, minus = [p.copy() for p in params], [p.copy() for p in params]
+            plus[j][idx] += eps
+            minus[j][idx] -= eps
+            fd = (_masked_ce64(split.features(boundary, plus), W, b, y, mask)[0]
+                  - _masked_ce64(split.features(boundary, minus), W, b, y, mask)[0]) / (2 * eps)
+            assert g[idx] == pytest.approx(fd, rel=1e-2, abs=1e-4), (split.adapter_names[j], idx, eps)
+
+    # head only: no adapter gradients, same head gradients
+    loss2, none, dW2, db2 = split.loss_and_grads(boundary, params, W, b, y, allowed, train_adapter=False)
+    assert none is None and loss2 == pytest.approx(loss)
+    np.testing.assert_allclose(dW2, dW, atol=1e-7)
+    np.testing.assert_allclose(db2, db, atol=1e-7)
+
+    with pytest.raises(ZoEdgeError, match="allowed"):
+        split.loss_and_grads(boundary, params, W, b, np.full(len(x), 4), allowed)
+
+
+def test_a_model_without_adapter_is_refused():
+    model = models.build_model("digits-cnn", (8, 8, 1), 10, adapter_position=None)
+    with pytest.raises(ZoEdgeError, match="no adapter"):
+        KerasSplit(model)
