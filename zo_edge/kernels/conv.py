@@ -84,11 +84,15 @@ def prepare_depthwise(op, graph, batched) -> ConvParams:
 
 
 def requantize_accumulator(acc, bias, p) -> np.ndarray:
-    """bias, per-channel rescale, output zero point, activation clamp: the tail every conv-like op shares."""
+    """bias, per-channel rescale, output zero point, activation clamp: the tail every conv-like op shares.
+
+    ``acc`` is [..., channels]; with per-variant weights it is [variants, rows, channels] and ``bias``
+    [variants, channels] (see ``variant_weights``).
+    """
     acc = acc.astype(np.int64)
     bias_bound = 0
     if bias is not None:
-        acc += bias.astype(np.int64)
+        acc += bias.astype(np.int64)[:, None, :] if bias.ndim == 2 else bias.astype(np.int64)
         bias_bound = int(np.abs(bias.astype(np.int64)).max(initial=0))
     if p.accumulator_bound + bias_bound >= 1 << 31:  # int32 wrap-around is possible: reproduce it
         acc = fp.wrap_int32(acc)
@@ -96,23 +100,40 @@ def requantize_accumulator(acc, bias, p) -> np.ndarray:
     return np.clip(scaled, p.act_min, p.act_max).astype(np.int8)
 
 
+def variant_weights(filters, rank: int, batch: int) -> int:
+    """How many weight variants a call carries: 1 for plain weights, V for weights [V, *shape].
+
+    A learner probing V perturbed copies of a trainable tensor stacks them on a new axis 0 and the
+    batch on axis 0 of the input as V groups of equal size: group v runs with variant v. This lets
+    2q zeroth-order probes over a batch run as one stacked matmul instead of a Python loop.
+    """
+    if filters.ndim == rank:
+        return 1
+    variants = filters.shape[0]
+    if filters.ndim != rank + 1 or batch % variants:
+        raise ValueError(f"weights {filters.shape} do not split a batch of {batch} into equal variant groups")
+    return variants
+
+
 def eval_conv(p: ConvParams, inputs) -> np.ndarray:
     x, filters, bias = inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None
     offset_x = x.astype(p.acc_dtype) - p.acc_dtype(p.input_zero_point)
-    out_c = filters.shape[0]
-    w = filters.reshape(out_c, -1).T.astype(p.acc_dtype)
-    if p.pointwise:  # 1x1, stride 1: a plain matmul, no windows
-        n, oh, ow = offset_x.shape[:3]
-        acc = offset_x.reshape(n * oh * ow, -1) @ w
-        return requantize_accumulator(acc, bias, p).reshape(n, oh, ow, out_c)
-    windows = patches(offset_x, p.window, 0)
-    n, oh, ow = windows.shape[:3]
-    acc = windows.reshape(n * oh * ow, -1) @ w
+    v = variant_weights(filters, 4, x.shape[0])
+    out_c = filters.shape[-4]
+    # [V, taps, out_c]: one matmul per variant (V = 1 is the plain case)
+    w = filters.reshape(v, out_c, -1).transpose(0, 2, 1).astype(p.acc_dtype)
+    rows = offset_x if p.pointwise else patches(offset_x, p.window, 0)  # 1x1 stride 1: no windows
+    n, oh, ow = rows.shape[:3]
+    acc = rows.reshape(v, n // v * oh * ow, -1) @ w
+    if v == 1:
+        acc = acc[0]
     return requantize_accumulator(acc, bias, p).reshape(n, oh, ow, out_c)
 
 
 def eval_depthwise(p: ConvParams, inputs) -> np.ndarray:
     x, filters, bias = inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None
+    if variant_weights(filters, 4, x.shape[0]) != 1:
+        raise ValueError("DEPTHWISE_CONV_2D does not take per-variant weights (adapters are 1x1 or dense)")
     offset_x = x.astype(p.acc_dtype) - p.acc_dtype(p.input_zero_point)
     windows = patches(offset_x, p.window, 0)
     n, oh, ow, kh, kw, in_c = windows.shape

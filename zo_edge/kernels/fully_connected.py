@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zo_edge.kernels import fixedpoint as fp
-from zo_edge.kernels.conv import per_channel_multipliers, requantize_accumulator
+from zo_edge.kernels.conv import per_channel_multipliers, requantize_accumulator, variant_weights
 
 
 @dataclass
@@ -59,8 +59,11 @@ def prepare_fully_connected(op, graph, batched) -> FullyConnectedParams:
 def eval_fully_connected(p: FullyConnectedParams, inputs) -> np.ndarray:
     x, filters, bias = inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None
     n = x.shape[0]
-    units, depth = filters.shape
-    rows = x.reshape(-1, depth).astype(p.acc_dtype) - p.acc_dtype(p.input_zero_point)
-    w = filters.astype(p.acc_dtype) - p.acc_dtype(p.filter_zero_point)
-    acc = rows @ w.T
+    v = variant_weights(filters, 2, n)  # per-variant weights: see conv.variant_weights
+    units, depth = filters.shape[-2:]
+    rows = x.reshape(v, -1, depth).astype(p.acc_dtype) - p.acc_dtype(p.input_zero_point)
+    w = filters.reshape(v, units, depth).astype(p.acc_dtype) - p.acc_dtype(p.filter_zero_point)
+    acc = rows @ w.transpose(0, 2, 1)
+    if v == 1:
+        acc = acc[0]
     return requantize_accumulator(acc, bias, p).reshape((n,) + p.output_shape)

@@ -1,0 +1,185 @@
+"""Device-mode learners (zo-fc, zo, head, frozen): every forward pass runs the int8 graph engine.
+
+The prefix (what no trainable tensor reaches) runs once per sample and is cached for the task; the
+suffix runs once unperturbed (when the classifier trains) and 2q times perturbed per step — the
+2q probes as *one* engine call: the batch tiled 2q times and each trainable tensor given as a stack
+of 2q variants (``kernels.conv.variant_weights``). Losses, the classifier's gradient and all updates
+are integer (``fixed``, ``int8_state``); perturbation signs and rounding noise come from ``prng`` at
+coordinates (seed, step, query, index), so the firmware regenerates them instead of storing them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zo_edge import prng
+from zo_edge.cost import split_macs
+from zo_edge.engine import Engine
+from zo_edge.errors import ZoEdgeError
+from zo_edge.learners import fixed
+from zo_edge.learners.base import Learner
+from zo_edge.learners.int8_state import SR_QUERY_CLASSIFIER, SR_QUERY_ZO, ParamVector
+from zo_edge.qgraph import QGraph
+
+ADAPTER = ["adapter_down.weights", "adapter_down.bias", "adapter_up.weights", "adapter_up.bias"]
+CLASSIFIER = ["classifier.weights", "classifier.bias"]
+
+
+class Int8Learner(Learner):
+    def __init__(self, run: dict, config, graph: QGraph | None = None):
+        super().__init__(run, config)
+        cfg = self.config
+        self.graph = graph or QGraph.from_bytes(run["tflite"], source=run.get("tflite_path", "model"))
+        roles = run["roles"]
+        missing = [r for r in ADAPTER + CLASSIFIER + ["logits", "classifier.input"] if roles.get(r) is None]
+        if missing:
+            raise ZoEdgeError(f"{run.get('run_dir', 'the run')} has no {', '.join(missing)} in its graph; "
+                              "rebuild it with `zo-edge build`")
+        self.engine = Engine(self.graph)
+        self.split = self.engine.split_frozen([roles[r] for r in ADAPTER + CLASSIFIER])
+        self.macs = split_macs(self.split)
+        self.logits_index, self.features_index = roles["logits"], roles["classifier.input"]
+        logits_t = self.graph.tensors[self.logits_index]
+        self.num_classes = int(logits_t.shape[-1])
+        self.tables = fixed.LossTables.for_scale(logits_t.scalar_quant()[0])
+        self.h_scale, self.h_zero_point = self.graph.tensors[self.features_index].scalar_quant()
+        zo_names = {"zo-fc": ADAPTER, "zo": ADAPTER + CLASSIFIER}.get(cfg.method, [])
+        self.zo = ParamVector(self.graph, roles, zo_names, cfg.master) if zo_names else None
+        self.fc = ParamVector(self.graph, roles, CLASSIFIER, cfg.master) if cfg.method in ("zo-fc", "head") else None
+        self.epsilon = None
+        if self.zo is not None:
+            self.epsilon, self.steps_k = self._resolve_epsilon()
+        self._prefix_cache = {}
+
+    # -- configuration -------------------------------------------------------------------------
+    def _resolve_epsilon(self):
+        """ε in float units → k_i quantisation steps per element; ≥ 1 step for every int8 weight."""
+        weights = self.zo.is_int8
+        largest_step = float(self.zo.scale[weights].max())
+        eps = self.config.epsilon if self.config.epsilon is not None else largest_step
+        k = self.zo.perturbation_steps(eps)
+        if (k[weights] < 1).any():
+            worst = max((s for s in self.zo.segments if s.dtype == np.int8),
+                        key=lambda s: self.zo.scale[s.start : s.start + s.size].max())
+            raise ZoEdgeError(
+                f"--epsilon {eps:g} is below one int8 quantisation step of {worst.role} "
+                f"({largest_step:.3g}); use --epsilon >= {largest_step:.3g} in int8 mode, or --mode float")
+        return eps, np.maximum(k, 1)
+
+    def settings(self) -> dict:
+        out = {"epsilon": self.epsilon}
+        if self.zo is not None:
+            out["perturbation_steps"] = {s.role: [int(self.steps_k[s.start:s.start + s.size].min()),
+                                                  int(self.steps_k[s.start:s.start + s.size].max())]
+                                         for s in self.zo.segments}
+        return out
+
+    def state_bytes(self) -> dict:
+        momentum = bool(self.config.momentum)
+        parts = {}
+        for name, vec in (("zeroth_order", self.zo), ("classifier", self.fc)):
+            if vec is not None:
+                for k, v in vec.stored_bytes(momentum).items():
+                    parts[k] = parts.get(k, 0) + v
+        return parts
+
+    # -- the graph's current constants ----------------------------------------------------------
+    def constants(self) -> dict:
+        out = {}
+        for vec in (self.zo, self.fc):
+            if vec is not None:
+                out.update(vec.constants(vec.view()))
+        return out
+
+    def _boundary(self, x, key=None) -> dict:
+        """Prefix outputs for float samples x (cached per array: the prefix is frozen)."""
+        key = key if key is not None else (id(x), x.shape)
+        if key not in self._prefix_cache:
+            q = self.engine.quantize_input(x)
+            self._prefix_cache[key] = (x, self.split.run_prefix([q]))  # keep x alive: its id is the key
+        return self._prefix_cache[key][1]
+
+    def logits(self, x) -> np.ndarray:
+        out, _ = self.split.run_suffix(self._boundary(x), constants=self.constants())
+        return out[0].reshape(len(x), -1)
+
+    # -- training --------------------------------------------------------------------------------
+    def begin_task(self, task):
+        self._train_boundary = self._boundary(task.x_train)
+
+    def train_step(self, idx, y, allowed, epoch, counters) -> None:
+        cfg = self.config
+        batch = {k: v[idx] for k, v in self._train_boundary.items()}
+        trains_fc = self.fc is not None and (cfg.method == "head" or epoch < cfg.fc_epochs_resolved)
+        passes = 0
+        if trains_fc:
+            out, cap = self.split.run_suffix(batch, capture=[self.features_index], constants=self.constants())
+            counters["saturation_events"] += self.classifier_update(out[0].reshape(len(y), -1),
+                                                                    cap[self.features_index].reshape(len(y), -1), y, allowed)
+            passes += 1
+        if self.zo is not None:
+            counters["saturation_events"] += self.zo_update(batch, y, allowed)
+            passes += 2 * cfg.q
+        self.count(counters, len(y), passes)
+
+    def perturbation(self, step: int) -> np.ndarray:
+        """The q Rademacher sign vectors of a step, int8 [q, n]: regenerated, never stored."""
+        return prng.rademacher(self.config.seed, step, np.arange(self.config.q), self.zo.n)
+
+    def probe_losses(self, batch, y, allowed, step: int, variants_per_call: int | None = None):
+        """Batch losses (Q16 sums) at the 2q probes [+z_0, −z_0, ...] and the probe count that saturated."""
+        cfg = self.config
+        rows, saturated = self.zo.probes(self.perturbation(step), self.steps_k)
+        fixed_consts = {i: v for i, v in self.constants().items() if i not in {s.index for s in self.zo.segments}}
+        per_call = variants_per_call or len(rows)
+        losses = []
+        for start in range(0, len(rows), per_call):  # one call for all probes unless asked otherwise
+            part = rows[start : start + per_call]
+            tiled = {k: np.concatenate([v] * len(part)) for k, v in batch.items()}
+            out, _ = self.split.run_suffix(tiled, constants={**fixed_consts, **self.zo.constants(part)})
+            logits = out[0].reshape(len(part), len(y), -1)
+            losses.append(fixed.cross_entropy_q16(logits, y[None, :], allowed, self.tables).sum(axis=1))
+        return np.concatenate(losses), saturated
+
+    def zo_update(self, batch, y, allowed) -> int:
+        cfg = self.config
+        losses, saturated = self.probe_losses(batch, y, allowed, self.step, self.variants_per_call)
+        diff = losses[0::2] - losses[1::2]  # L⁺ − L⁻ per query, Q16 summed over the batch
+        z = self.perturbation(self.step)  # regenerated, as the device does, not kept from the probes
+        g_sum, e1 = fixed.saturate(diff @ z.astype(np.int64), fixed.INT32_MIN, fixed.INT32_MAX)
+        # Q20 gradient = Σ_j ΔL_j z_j / (2 ε_i q B), ΔL in Q16 and ε_i = k_i · scale_i
+        scale = (1 << fixed.GRAD_BITS) / ((1 << fixed.LOSS_BITS) * 2.0 * cfg.q * len(y) * self.steps_k * self.zo.scale)
+        g = self._multiplier(("zo", len(y)), scale).apply(g_sum)
+        return saturated + e1 + self.zo.update(g, cfg.lr, cfg.momentum, cfg.clip, cfg.seed, self.step, SR_QUERY_ZO)
+
+    def classifier_update(self, logits, h, y, allowed) -> int:
+        """First-order step on the classifier: e = softmax − onehot (Q16), ΔW ∝ eᵀ (h − zp)."""
+        cfg = self.config
+        e = fixed.softmax_q16(logits, allowed, self.tables)
+        e[np.arange(len(y)), y] -= 1 << fixed.LOSS_BITS
+        gw, e1 = fixed.saturate(e.T @ (h.astype(np.int64) - self.h_zero_point), fixed.INT32_MIN, fixed.INT32_MAX)
+        gb, e2 = fixed.saturate(e.sum(axis=0), fixed.INT32_MIN, fixed.INT32_MAX)
+        to_q20 = (1 << fixed.GRAD_BITS) / ((1 << fixed.LOSS_BITS) * len(y))
+        g = np.concatenate([self._multiplier(("fc.w", len(y)), to_q20 * self.h_scale).apply(gw.ravel()),
+                            self._multiplier(("fc.b", len(y)), to_q20).apply(gb)])
+        return e1 + e2 + self.fc.update(g, cfg.fc_lr, cfg.momentum, 0.0, cfg.seed, self.step, SR_QUERY_CLASSIFIER)
+
+    def _multiplier(self, key, real) -> fixed.Multiplier:
+        cache = self.__dict__.setdefault("_multipliers", {})
+        if key not in cache:
+            cache[key] = fixed.Multiplier.of(real)
+        return cache[key]
+
+    # -- state -----------------------------------------------------------------------------------
+    def state(self) -> dict:
+        out = {"step": np.array(self.step)}
+        for name, vec in (("zo", self.zo), ("fc", self.fc)):
+            if vec is not None:
+                out.update(vec.state(name))
+        return out
+
+    def load_state(self, state: dict) -> None:
+        self.step = int(state["step"])
+        for name, vec in (("zo", self.zo), ("fc", self.fc)):
+            if vec is not None:
+                vec.load(name, state)
