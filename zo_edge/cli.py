@@ -156,6 +156,68 @@ def data_list(as_json):
     for r in rows:
         click.echo("  ".join(str(r[k]).ljust(widths[k]) for k in keys))
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--method", default=None, help="zo-fc (default), fo, zo, head or frozen.")
+@click.option("--mode", default=None, help="int8 (default: the device's arithmetic) or float (the reference algorithm).")
+@click.option("--seeds", type=int, default=None, help="Number of seeds, from --seed upwards (default 1).")
+@click.option("--seed", type=int, default=None, help="First seed (default 0).")
+@click.option("--q", type=int, default=None, help="Queries (Rademacher directions) per step (default 4).")
+@click.option("--epsilon", type=float, default=None,
+              help="Perturbation size in float units (default: 1e-3 in float mode, one quantization step in int8).")
+@click.option("--lr", type=float, default=None, help="Adapter learning rate (default 0.01).")
+@click.option("--fc-lr", type=float, default=None, help="Classifier learning rate (default 0.01).")
+@click.option("--momentum", type=float, default=None, help="SGD momentum, 0 for none (default 0.9).")
+@click.option("--clip", type=float, default=None, help="Gradient-norm clip of the adapter gradient, 0 for none (default 1.0).")
+@click.option("--epochs", type=int, default=None, help="Epochs per task (default 10).")
+@click.option("--fc-epochs", type=int, default=None, help="zo-fc: epochs the classifier trains before it freezes (default epochs/2).")
+@click.option("--batch-size", type=int, default=None, help="Samples per step (default 48).")
+@click.option("--master", default=None, help="int8 mode: int16 (default) keeps a 16-bit master copy of int8 weights; int8 none.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with any of these options; flags override it.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (default RUN_DIR/METHOD-MODE).")
+@click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
+@click.option("--quiet", is_flag=True, help="No progress bar or per-seed lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout.")
+def simulate(run_dir, config_file, out_dir, force, quiet, as_json, **flags):
+    """Simulate continual learning on a run folder's scenario; write results.json, plots and the states.
+
+    Trains task after task (task 0 is the pretraining task), evaluates every seen task after each, and
+    reports the accuracy matrix, average and last accuracy, forgetting and BWT over the seeds. In int8
+    mode every forward pass is the int8 graph, and the state, loss and updates are the device's integers.
+    """
+    from sim.commands import run_simulate
+    from sim.compare import compare_rows, format_table
+
+    results = run_simulate(run_dir, out_dir, flags, config_file, force=force, quiet=quiet or as_json,
+                           log=lambda m: click.echo(m, err=True))
+    out = results.pop("_out")
+    if as_json:
+        _echo_json(results)
+        return
+    click.echo(format_table(compare_rows([{**results, "_source": str(Path(out) / "results.json")}])))
+    click.echo(f"wrote {out}/results.json, plots and learned states")
+
+
+@cli.command()
+@click.argument("dirs", nargs=-1, type=click.Path())
+@click.option("--markdown", is_flag=True, help="Print a GitHub markdown table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.option("--plots", "plot_dir", type=click.Path(file_okay=False), help="Also write comparison plots here.")
+def compare(dirs, markdown, as_json, plot_dir):
+    """One table over several simulate outputs: accuracy, forgetting, BWT, passes per step, state bytes."""
+    from sim.commands import run_compare
+    from sim.compare import format_markdown, format_table, load_results
+
+    rows = run_compare(dirs)
+    if plot_dir:
+        from sim.plots import write_plots
+
+        write_plots([load_results(d) for d in dirs], plot_dir)
+    if as_json:
+        _echo_json(rows)
+    else:
+        click.echo(format_markdown(rows) if markdown else format_table(rows))
+
 
 @cli.command()
 @click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False),

@@ -1,0 +1,154 @@
+"""Float-mode learners (all methods), and ``fo`` in int8 mode.
+
+Float mode is the reference algorithm on float32 master weights (``float_step``), on the Keras model
+split at the adapter (``KerasSplit``): the frozen prefix runs once per sample, the adapter suffix
+2q+1 times per step. ``fo`` backpropagates through the adapter and the classifier.
+
+``fo`` in int8 mode is not what a device would run (it has no backward pass in int8): it keeps float
+masters, takes float gradients at the *int8* weights (dequantised), re-quantises after every step
+with the graph's scales, and predicts with the int8 engine. The RAM budget shows what a real device
+backward pass would cost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zo_edge.cost import split_macs
+from zo_edge.engine import Engine
+from zo_edge.learners.base import Learner
+from zo_edge.learners.float_step import FloatState, clip_grad, flatten, float_step, perturbation, sgd, unflatten
+from zo_edge.qgraph import QGraph
+
+# Keras parameter -> (graph role, Keras layout to TFLite layout)
+_ROLES = [("adapter_down.weights", "kernel"), ("adapter_down.bias", "bias"),
+          ("adapter_up.weights", "kernel"), ("adapter_up.bias", "bias")]
+
+
+def _to_graph_layout(kernel: np.ndarray) -> np.ndarray:
+    """Keras Conv2D [1,1,in,out] or Dense [in,out] kernel -> TFLite [out,1,1,in] / [out,in]."""
+    if kernel.ndim == 4:
+        return kernel.transpose(3, 0, 1, 2)
+    return kernel.T
+
+
+class FloatLearner(Learner):
+    def __init__(self, run: dict, config):
+        super().__init__(run, config)
+        import keras
+
+        from zo_edge.learners.keras_split import KerasSplit
+        from zo_edge.models import configure_tensorflow
+
+        configure_tensorflow()
+        self.split = KerasSplit(keras.saving.load_model(run["keras_path"], compile=False))
+        W, b = self.split.classifier_params()
+        self.params = FloatState(self.split.adapter_params(), W, b)
+        self.num_classes = int(W.shape[1])
+        self.epsilon = self.config.epsilon if self.config.epsilon is not None else 1e-3
+        self.graph = QGraph.from_bytes(run["tflite"], source=run.get("tflite_path", "model"))
+        self.engine = Engine(self.graph)
+        roles = run["roles"]
+        trainable = [roles[r] for r, _ in _ROLES] + [roles["classifier.weights"], roles["classifier.bias"]]
+        self.engine_split = self.engine.split_frozen(trainable)
+        self.macs = split_macs(self.engine_split)
+        self._cache = {}
+
+    def settings(self) -> dict:
+        return {"epsilon": self.epsilon if self.config.method in ("zo-fc", "zo") else None}
+
+    def state_bytes(self) -> dict:
+        cfg = self.config
+        n_adapter = sum(p.size for p in self.params.adapter)
+        n_fc = self.params.W.size + self.params.b.size
+        trained = {"zo-fc": n_adapter + n_fc, "zo": n_adapter + n_fc, "fo": n_adapter + n_fc,
+                   "head": n_fc, "frozen": 0}[cfg.method]
+        out = {"float32_weights": 4 * trained, "momentum": 4 * trained if cfg.momentum else 0}
+        if cfg.mode == "int8":
+            out["int8_weights"] = trained  # the int8 view the engine runs, beside the float masters
+        return out
+
+    # -- forward -------------------------------------------------------------------------------
+    def _boundary(self, x, engine: bool = False):
+        key = (id(x), x.shape, engine)
+        if key not in self._cache:
+            value = self.engine_split.run_prefix([self.engine.quantize_input(x)]) if engine else self.split.prefix(x)
+            self._cache[key] = (x, value)
+        return self._cache[key][1]
+
+    def logits(self, x) -> np.ndarray:
+        if self.config.mode == "int8":
+            out, _ = self.engine_split.run_suffix(self._boundary(x, engine=True), constants=self.int8_constants())
+            return out[0].reshape(len(x), -1)
+        h = self.split.features(self._boundary(x), self.params.adapter)
+        return h @ self.params.W + self.params.b
+
+    # -- int8 view (fo in int8 mode) -----------------------------------------------------------
+    def _quantize(self, role: str, value: np.ndarray) -> np.ndarray:
+        t = self.graph.tensors[self.run["roles"][role]]
+        scale = t.scale.astype(np.float64).reshape((-1,) + (1,) * (value.ndim - 1))
+        q = np.floor(value.astype(np.float64) / scale + 0.5)
+        if t.dtype == np.int8:
+            return np.clip(q, -127, 127).astype(np.int8)
+        return np.clip(q, -(1 << 31), (1 << 31) - 1).astype(np.int32)
+
+    def int8_constants(self) -> dict:
+        roles = self.run["roles"]
+        values = [(_to_graph_layout(p) if kind == "kernel" else p) for p, (_, kind) in zip(self.params.adapter, _ROLES)]
+        values += [self.params.W.T, self.params.b]
+        names = [r for r, _ in _ROLES] + ["classifier.weights", "classifier.bias"]
+        return {roles[n]: self._quantize(n, v) for n, v in zip(names, values)}
+
+    def _dequantized(self) -> tuple[list, np.ndarray, np.ndarray]:
+        """The float values of the int8 weights (what the device holds), back in Keras layout."""
+        consts, roles = self.int8_constants(), self.run["roles"]
+
+        def value(name):
+            t = self.graph.tensors[roles[name]]
+            q = consts[roles[name]]
+            return q.astype(np.float32) * t.scale.astype(np.float32).reshape((-1,) + (1,) * (q.ndim - 1))
+
+        adapter = []
+        for name, kind in _ROLES:
+            v = value(name)
+            adapter.append((v.transpose(1, 2, 3, 0) if v.ndim == 4 else v.T) if kind == "kernel" else v)
+        return adapter, value("classifier.weights").T.copy(), value("classifier.bias")
+
+    # -- training ------------------------------------------------------------------------------
+    def begin_task(self, task):
+        self._train_boundary = self._boundary(task.x_train)
+
+    def train_step(self, idx, y, allowed, epoch, counters) -> None:
+        cfg, p = self.config, self.params
+        batch = [b[idx] for b in self._train_boundary]
+        if cfg.method == "fo":
+            adapter, W, b = self._dequantized() if cfg.mode == "int8" else (p.adapter, p.W, p.b)
+            _, grads, gW, gb = self.split.loss_and_grads(batch, adapter, W, b, y, np.flatnonzero(allowed))
+            g = clip_grad(flatten(grads), cfg.clip)
+            p.adapter = unflatten(sgd(p, "adapter", flatten(p.adapter), g, cfg.lr, cfg.momentum), p.adapter)
+            p.W = sgd(p, "W", p.W, gW, cfg.fc_lr, cfg.momentum)
+            p.b = sgd(p, "b", p.b, gb, cfg.fc_lr, cfg.momentum)
+            passes = 1
+        else:
+            trains_fc = cfg.method == "head" or epoch < cfg.fc_epochs_resolved
+            n = sum(a.size for a in p.adapter) + (p.W.size + p.b.size if cfg.method == "zo" else 0)
+            z = perturbation(cfg.seed, self.step, cfg.q, n) if cfg.method in ("zo-fc", "zo") else None
+            passes = float_step(p, self.split, batch, y, allowed, method=cfg.method, train_classifier=trains_fc,
+                                q=cfg.q, eps=self.epsilon, lr=cfg.lr, fc_lr=cfg.fc_lr, momentum=cfg.momentum,
+                                clip=cfg.clip, z=z)
+        self.count(counters, len(y), passes)
+
+    # -- state -----------------------------------------------------------------------------------
+    def state(self) -> dict:
+        p = self.params
+        out = {"step": np.array(self.step), "W": p.W, "b": p.b}
+        out.update({f"adapter.{i}": a for i, a in enumerate(p.adapter)})
+        out.update({f"velocity.{k}": v for k, v in p.velocity.items()})
+        return out
+
+    def load_state(self, state: dict) -> None:
+        p = self.params
+        self.step = int(state["step"])
+        p.W, p.b = np.asarray(state["W"], np.float32), np.asarray(state["b"], np.float32)
+        p.adapter = [np.asarray(state[f"adapter.{i}"], np.float32) for i in range(len(p.adapter))]
+        p.velocity = {k[len("velocity."):]: np.asarray(v, np.float32) for k, v in state.items() if k.startswith("velocity.")}
