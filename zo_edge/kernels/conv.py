@@ -125,8 +125,6 @@ def eval_conv(p: ConvParams, inputs) -> np.ndarray:
     rows = offset_x if p.pointwise else patches(offset_x, p.window, 0)  # 1x1 stride 1: no windows
     n, oh, ow = rows.shape[:3]
     acc = rows.reshape(v, n // v * oh * ow, -1) @ w
-    if v == 1:
-        acc = acc[0]
     return requantize_accumulator(acc, bias, p).reshape(n, oh, ow, out_c)
 
 

@@ -64,6 +64,4 @@ def eval_fully_connected(p: FullyConnectedParams, inputs) -> np.ndarray:
     rows = x.reshape(v, -1, depth).astype(p.acc_dtype) - p.acc_dtype(p.input_zero_point)
     w = filters.reshape(v, units, depth).astype(p.acc_dtype) - p.acc_dtype(p.filter_zero_point)
     acc = rows @ w.transpose(0, 2, 1)
-    if v == 1:
-        acc = acc[0]
     return requantize_accumulator(acc, bias, p).reshape((n,) + p.output_shape)
