@@ -166,7 +166,7 @@ def data_list(as_json):
 @click.option("--epsilon", type=float, default=None,
               help="Perturbation size in float units (default: 1e-3 in float mode, one quantization step in int8).")
 @click.option("--lr", type=float, default=None, help="Adapter learning rate (default 0.01).")
-@click.option("--fc-lr", type=float, default=None, help="Classifier learning rate (default 0.01).")
+@click.option("--fc-lr", type=float, default=None, help="Classifier learning rate (default 0.05).")
 @click.option("--momentum", type=float, default=None, help="SGD momentum, 0 for none (default 0.9).")
 @click.option("--clip", type=float, default=None, help="Gradient-norm clip of the adapter gradient, 0 for none (default 1.0).")
 @click.option("--epochs", type=int, default=None, help="Epochs per task (default 10).")

@@ -1,8 +1,8 @@
 """``zo-edge demo``: the main job end to end on the default data, printing what it did.
 
 Today: the bundled spoken digits, a class-incremental scenario, a DS-CNN pretrained and quantised
-with an identity-initialised adapter, and the int8 engine checked against TFLM on the whole test
-split. Later stages (simulation, firmware, budgets) append their steps here.
+with an identity-initialised adapter, the int8 engine checked against TFLM on the whole test split,
+and ZO-FC against its baselines in int8 mode. Later stages (firmware, budgets) append their steps.
 """
 
 from __future__ import annotations
@@ -60,4 +60,29 @@ def run_demo(out_dir: Path, rebuild: bool = False, echo=print) -> dict:
     echo(f"   int8 engine accuracy on the {len(base)} pretraining classes: {100 * np.mean(pred == dataset.y_test[mask]):.1f}%")
     if report["differing_bytes"]:
         raise ZoEdgeError("the engine and TFLM differ on the demo model; this is a bug, please report it")
-    return {"run": str(run_dir), "verify": report}
+    comparison = _simulate_methods(run_dir, echo)
+    return {"run": str(run_dir), "verify": report, "simulate": comparison}
+
+
+DEMO_METHODS = ("zo-fc", "fo", "zo", "head")
+
+
+def _simulate_methods(run_dir: Path, echo) -> dict:
+    """Stage 3: the default comparison in int8 mode, one seed (the README's table uses three)."""
+    from sim.commands import run_simulate
+    from sim.compare import compare_rows, format_table, load_results
+    from sim.plots import write_plots
+
+    echo(f"== 3. continual learning in int8 mode: {', '.join(DEMO_METHODS)} (1 seed, 10 epochs per task)")
+    outs = []
+    for method in DEMO_METHODS:
+        t0 = time.perf_counter()
+        out = run_dir / "sim" / f"{method}-int8"
+        run_simulate(run_dir, out, {"method": method, "mode": "int8", "epochs": 10}, force=True, quiet=True)
+        echo(f"   {method}: {time.perf_counter() - t0:.0f} s -> {out}/results.json")
+        outs.append(out)
+    results = [load_results(o) for o in outs]
+    echo(format_table(compare_rows(results)))
+    plots = write_plots(results, run_dir / "sim" / "plots")
+    echo(f"   plots: {', '.join(str(p) for p in plots[-2:])}")
+    return {"results": [str(o / "results.json") for o in outs], "plots": [str(p) for p in plots]}
