@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zo_edge.kernels import fixedpoint as fp
+from zo_edge.kernels import fused
 from zo_edge.kernels.windows import Window, make_window, patches
 
 
@@ -86,15 +87,29 @@ def prepare_depthwise(op, graph, batched) -> ConvParams:
 def requantize_accumulator(acc, bias, p) -> np.ndarray:
     """bias, per-channel rescale, output zero point, activation clamp: the tail every conv-like op shares.
 
-    ``acc`` is [..., channels]; with per-variant weights it is [variants, rows, channels] and ``bias``
-    [variants, channels] (see ``variant_weights``).
+    ``acc`` is [..., channels] of exact integers (a float or int dtype); with per-variant weights it is
+    [variants, rows, channels] and ``bias`` [variants, channels] (see ``variant_weights``). One fused
+    pass (``fused.requantize_int8``); ``requantize_accumulator_numpy`` is the same in numpy.
     """
+    channels = acc.shape[-1]
+    bias2 = np.zeros((1, channels), np.int64) if bias is None else bias.astype(np.int64).reshape(-1, channels)
+    bias_bound = int(np.abs(bias2).max(initial=0))
+    wrap = p.accumulator_bound + bias_bound >= 1 << 31  # int32 wrap-around is possible: reproduce it
+    multiplier = np.ascontiguousarray(np.broadcast_to(p.multiplier, channels), dtype=np.int64)
+    shift = np.ascontiguousarray(np.broadcast_to(p.shift, channels), dtype=np.int64)
+    out = fused.requantize_int8(np.ascontiguousarray(acc).reshape(len(bias2), -1, channels), bias2, multiplier,
+                                shift, p.output_zero_point, p.act_min, p.act_max, wrap)
+    return out.reshape(acc.shape)
+
+
+def requantize_accumulator_numpy(acc, bias, p) -> np.ndarray:
+    """The numpy composition of ``requantize_accumulator`` (kept as its reference in the tests)."""
     acc = acc.astype(np.int64)
     bias_bound = 0
     if bias is not None:
         acc += bias.astype(np.int64)[:, None, :] if bias.ndim == 2 else bias.astype(np.int64)
         bias_bound = int(np.abs(bias.astype(np.int64)).max(initial=0))
-    if p.accumulator_bound + bias_bound >= 1 << 31:  # int32 wrap-around is possible: reproduce it
+    if p.accumulator_bound + bias_bound >= 1 << 31:
         acc = fp.wrap_int32(acc)
     scaled = fp.multiply_by_quantized_multiplier(acc, p.multiplier, p.shift) + p.output_zero_point
     return np.clip(scaled, p.act_min, p.act_max).astype(np.int8)
