@@ -255,3 +255,13 @@ def test_fixed_point_loss_matches_float_cross_entropy():
         assert np.abs(got - want).max() < 2e-4
         p = fixed.softmax_q16(logits, allowed, tables) / 65536
         assert np.abs(p.sum(1) - 1).max() < 1e-3 and (p[:, ~allowed] == 0).all()
+
+
+def test_saved_state_restores_the_learner_exactly(digits_run, digits_task, tmp_path):
+    trained = _train(digits_run, digits_task, 30, method="zo-fc", q=2, batch_size=24, fc_epochs=1)
+    path = trained.save(tmp_path / "state.npz")
+    fresh = make_learner(digits_run, LearnerConfig(mode="int8", method="zo-fc", q=2, batch_size=24, fc_epochs=1))
+    fresh.load(path)
+    assert _state_bytes(fresh) == _state_bytes(trained)
+    x = digits_task.x_test
+    assert np.array_equal(fresh.logits(x), trained.logits(x))

@@ -56,6 +56,30 @@ TRAINABLE_LAYERS = ("adapter_down", "adapter_up", "classifier")
 _threads_configured = False
 
 
+def import_tensorflow_quietly():
+    """``import tensorflow`` with file descriptor 2 muted for the duration.
+
+    TensorFlow's C++ start-up lines (oneDNN notices, absl's "before InitializeLog" warning) bypass
+    TF_CPP_MIN_LOG_LEVEL and would break our one-line-error promise on stderr; Python exceptions
+    still propagate.
+    """
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow as tf
+            import keras  # noqa: F401  (Keras' own start-up happens here too)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    return tf
+
+
 def configure_tensorflow(threads: int | None = None) -> None:
     """Pin TensorFlow to this machine's cores (once per process; later calls are no-ops).
 
@@ -65,8 +89,7 @@ def configure_tensorflow(threads: int | None = None) -> None:
     global _threads_configured
     if _threads_configured:
         return
-    import tensorflow as tf
-
+    tf = import_tensorflow_quietly()
     threads = threads or max(1, min(os.cpu_count() or 1, 8))
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -114,6 +137,7 @@ def _ds_block(layers, x, filters, name):
 
 
 def _arch(name: str, input_shape) -> _Arch:
+    configure_tensorflow()  # imports TensorFlow quietly before Keras does
     from keras import layers
 
     if name == "ds-cnn":
@@ -179,10 +203,10 @@ def build_model(arch: str, input_shape, num_classes: int, adapter_position="last
     adapter's up-projection is zero-initialised, so the model starts exactly as the model without it.
     Seeds Keras' global generator with ``seed`` (``keras.utils.set_random_seed``).
     """
+    configure_tensorflow()  # first: it imports TensorFlow without its start-up chatter
     import keras
     from keras import layers
 
-    configure_tensorflow()
     if arch not in ARCHS:
         raise ZoEdgeError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHS)}")
     input_shape = tuple(int(d) for d in input_shape)

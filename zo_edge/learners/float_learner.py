@@ -35,12 +35,13 @@ def _to_graph_layout(kernel: np.ndarray) -> np.ndarray:
 class FloatLearner(Learner):
     def __init__(self, run: dict, config):
         super().__init__(run, config)
+        from zo_edge.models import configure_tensorflow
+
+        configure_tensorflow()  # first: it imports TensorFlow without its start-up chatter
         import keras
 
         from zo_edge.learners.keras_split import KerasSplit
-        from zo_edge.models import configure_tensorflow
 
-        configure_tensorflow()
         self.split = KerasSplit(keras.saving.load_model(run["keras_path"], compile=False))
         W, b = self.split.classifier_params()
         self.params = FloatState(self.split.adapter_params(), W, b)
