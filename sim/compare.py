@@ -19,6 +19,7 @@ METRICS = ("average_accuracy", "last_accuracy", "forgetting", "bwt")
 REQUIRED = ("settings", "scenario", "seeds", "accuracy_matrices", "seen_accuracy", "metrics", "counters")
 # (header, row key) in display order; shared by the text and the markdown table so they cannot drift.
 COLUMNS = (
+    ("run", "run"),
     ("method", "method"),
     ("mode", "mode"),
     ("avg acc", "average_accuracy"),
@@ -29,7 +30,7 @@ COLUMNS = (
     ("state bytes", "trainable_state_bytes"),
     ("seeds", "seeds"),
 )
-TEXT_COLUMNS = {"method", "mode"}  # left-aligned; every other column is a number and right-aligned
+TEXT_COLUMNS = {"run", "method", "mode"}  # left-aligned; every other column is a number and right-aligned
 
 
 def load_results(path) -> dict:
@@ -85,6 +86,8 @@ def compare_rows(results_list: list[dict]) -> list[dict]:
         row["trainable_state_bytes"] = counters.get("trainable_state_bytes")
         row["seeds"] = len(results["seeds"])
         row["path"] = results.get("_source") or results.get("run_dir")
+        source = Path(str(row["path"] or "-"))
+        row["run"] = source.parent.name if source.name == RESULTS_NAME else source.name  # the output folder
         rows.append(row)
     return rows
 

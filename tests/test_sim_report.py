@@ -79,39 +79,40 @@ def runs():
 def test_rows_keep_order_and_fields(runs):
     rows = compare_rows(runs)
     assert [(r["method"], r["mode"]) for r in rows] == [("zo-fc", "int8"), ("fo", "float"), ("zo/head", "int8")]
-    assert set(rows[0]) == {"method", "mode", "average_accuracy", "last_accuracy", "forgetting", "bwt",
+    assert set(rows[0]) == {"run", "method", "mode", "average_accuracy", "last_accuracy", "forgetting", "bwt",
                             "forward_passes_per_step", "trainable_state_bytes", "seeds", "path"}
     assert rows[0]["average_accuracy"] == {"mean": 84.3, "std": 1.2}
     assert rows[1]["bwt"] == {"mean": -12.0, "std": None}
     assert [r["seeds"] for r in rows] == [3, 1, 2]
     assert rows[0]["path"] == "runs/zo"  # no _source: not loaded from disk
+    assert [r["run"] for r in rows] == ["zo", "fo", "head"]  # the output folder names the run
 
 
 def test_table_values_columns_and_alignment(runs):
     lines = format_table(compare_rows(runs)).splitlines()
     assert len(lines) == 2 + 3
     header = lines[0]
-    order = ["method", "mode", "avg acc", "last acc", "forgetting", "BWT", "passes/step", "state bytes", "seeds"]
+    order = ["run", "method", "mode", "avg acc", "last acc", "forgetting", "BWT", "passes/step", "state bytes", "seeds"]
     assert [header.index(h) for h in order] == sorted(header.index(h) for h in order)
     assert set(lines[1]) == {"-", " "}
     zo, fo, head = lines[2:]
-    assert zo.split()[:2] == ["zo-fc", "int8"] and fo.startswith("fo ") and head.startswith("zo/head ")
+    assert zo.split()[:3] == ["zo", "zo-fc", "int8"] and fo.split()[1] == "fo" and head.split()[1] == "zo/head"
     for text in ["84.3 ± 1.2", "80.4 ± 0.6", "13.0 ± 2.3", "-12.0 ± 1.0", "9.0", "5432"]:
         assert text in zo
     assert zo.rstrip().endswith(" 3")
     assert "±" not in fo  # one seed: std is null, no spread shown
-    assert fo.split()[2:] == ["90.5", "85.3", "12.0", "-12.0", "3.0", "21760", "1"]
+    assert fo.split()[3:] == ["90.5", "85.3", "12.0", "-12.0", "3.0", "21760", "1"]
     # numbers are right-aligned: every row ends at the same column
     assert len({len(line) for line in lines}) == 1
 
 
 def test_markdown_header_and_rows(runs):
     lines = format_markdown(compare_rows(runs)).splitlines()
-    assert lines[0] == ("| method | mode | avg acc | last acc | forgetting | BWT | passes/step "
+    assert lines[0] == ("| run | method | mode | avg acc | last acc | forgetting | BWT | passes/step "
                         "| state bytes | seeds |")
-    assert lines[1] == "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    assert lines[2] == "| zo-fc | int8 | 84.3 ± 1.2 | 80.4 ± 0.6 | 13.0 ± 2.3 | -12.0 ± 1.0 | 9.0 | 5432 | 3 |"
-    assert lines[3] == "| fo | float | 90.5 | 85.3 | 12.0 | -12.0 | 3.0 | 21760 | 1 |"
+    assert lines[1] == "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    assert lines[2] == "| zo | zo-fc | int8 | 84.3 ± 1.2 | 80.4 ± 0.6 | 13.0 ± 2.3 | -12.0 ± 1.0 | 9.0 | 5432 | 3 |"
+    assert lines[3] == "| fo | fo | float | 90.5 | 85.3 | 12.0 | -12.0 | 3.0 | 21760 | 1 |"
     assert len(lines) == 5
 
 
