@@ -184,6 +184,12 @@ def simulate(run_dir, config_file, out_dir, force, quiet, as_json, **flags):
     Trains task after task (task 0 is the pretraining task), evaluates every seen task after each, and
     reports the accuracy matrix, average and last accuracy, forgetting and BWT over the seeds. In int8
     mode every forward pass is the int8 graph, and the state, loss and updates are the device's integers.
+
+    \b
+    Examples:
+      zo-edge simulate runs/kws --method zo-fc --mode int8 --seeds 3 --out runs/kws/zofc-int8
+      zo-edge simulate runs/kws --config sim.toml --q 8      (flags override the file)
+      zo-edge compare runs/kws/zofc-int8 runs/kws/fo-int8
     """
     from sim.commands import run_simulate
     from sim.compare import compare_rows, format_table
