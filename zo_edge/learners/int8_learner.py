@@ -1,8 +1,16 @@
 """Device-mode learners (zo-fc, zo, head, frozen): every forward pass runs the int8 graph engine.
 
 The prefix (what no trainable tensor reaches) runs once per sample and is cached for the task; the
-suffix runs once unperturbed (when the classifier trains) and 2q times perturbed per step — the
-2q probes as *one* engine call: the batch tiled 2q times and each trainable tensor given as a stack
+suffix runs once unperturbed (when the classifier trains) and 2q times perturbed per step.
+
+One deliberate difference from the reference order: all 2q+1 passes of a step use the weights as they
+were at the step's start, and both updates (classifier, adapter) follow. The reference updates the
+classifier before its probes; a device cannot afford that, because it would have to hold the
+batch's cut activations (or run the prefix twice) — in this order it runs, per sample, the prefix once
+and the suffix 2q+1 times with one weight set, and keeps only running sums. Float mode keeps the
+reference order.
+
+In the simulator the 2q probes run as *one* engine call: the batch tiled 2q times and each trainable tensor given as a stack
 of 2q variants (``kernels.conv.variant_weights``). Losses, the classifier's gradient and all updates
 are integer (``fixed``, ``int8_state``); perturbation signs and rounding noise come from ``prng`` at
 coordinates (seed, step, query, index), so the firmware regenerates them instead of storing them.
@@ -112,14 +120,18 @@ class Int8Learner(Learner):
         batch = {k: v[idx] for k, v in self._train_boundary.items()}
         trains_fc = self.fc is not None and (cfg.method == "head" or epoch < cfg.fc_epochs_resolved)
         passes = 0
+        # Every pass of a step sees the weights as they were at its start (see the module docstring).
+        if self.zo is not None:
+            losses, saturated = self.probe_losses(batch, y, allowed, self.step, self.variants_per_call)
+            counters["saturation_events"] += saturated
+            passes += 2 * cfg.q
         if trains_fc:
             out, cap = self.split.run_suffix(batch, capture=[self.features_index], constants=self.constants())
             counters["saturation_events"] += self.classifier_update(out[0].reshape(len(y), -1),
                                                                     cap[self.features_index].reshape(len(y), -1), y, allowed)
             passes += 1
         if self.zo is not None:
-            counters["saturation_events"] += self.zo_update(batch, y, allowed)
-            passes += 2 * cfg.q
+            counters["saturation_events"] += self.zo_update(losses, len(y))
         self.count(counters, len(y), passes)
 
     def perturbation(self, step: int) -> np.ndarray:
@@ -141,16 +153,16 @@ class Int8Learner(Learner):
             losses.append(fixed.cross_entropy_q16(logits, y[None, :], allowed, self.tables).sum(axis=1))
         return np.concatenate(losses), saturated
 
-    def zo_update(self, batch, y, allowed) -> int:
+    def zo_update(self, losses, batch_size: int) -> int:
+        """The zeroth-order update from the 2q probe losses of this step."""
         cfg = self.config
-        losses, saturated = self.probe_losses(batch, y, allowed, self.step, self.variants_per_call)
         diff = losses[0::2] - losses[1::2]  # L⁺ − L⁻ per query, Q16 summed over the batch
         z = self.perturbation(self.step)  # regenerated, as the device does, not kept from the probes
         g_sum, e1 = fixed.saturate(diff @ z.astype(np.int64), fixed.INT32_MIN, fixed.INT32_MAX)
         # Q20 gradient = Σ_j ΔL_j z_j / (2 ε_i q B), ΔL in Q16 and ε_i = k_i · scale_i
-        scale = (1 << fixed.GRAD_BITS) / ((1 << fixed.LOSS_BITS) * 2.0 * cfg.q * len(y) * self.steps_k * self.zo.scale)
-        g = self._multiplier(("zo", len(y)), scale).apply(g_sum)
-        return saturated + e1 + self.zo.update(g, cfg.lr, cfg.momentum, cfg.clip, cfg.seed, self.step, SR_QUERY_ZO)
+        scale = (1 << fixed.GRAD_BITS) / ((1 << fixed.LOSS_BITS) * 2.0 * cfg.q * batch_size * self.steps_k * self.zo.scale)
+        g = self._multiplier(("zo", batch_size), scale).apply(g_sum)
+        return e1 + self.zo.update(g, cfg.lr, cfg.momentum, cfg.clip, cfg.seed, self.step, SR_QUERY_ZO)
 
     def classifier_update(self, logits, h, y, allowed) -> int:
         """First-order step on the classifier: e = softmax − onehot (Q16), ΔW ∝ eᵀ (h − zp)."""
