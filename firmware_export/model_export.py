@@ -1,0 +1,345 @@
+"""Export an int8 QGraph as C: model constants, trainable state, one activation arena, the op schedule.
+
+Python only prepares plain numbers and lists; the jinja2 templates in ``templates/`` write the C.
+Per-layer parameters are the engine's own (``Engine(graph).steps[i].params``), so the C kernels and
+the simulator start from the same multipliers, shifts and windows.
+
+Memory:
+* constants (weights, biases, multipliers, the .tflite) are ``static const`` arrays: flash;
+* trainable tensors (adapter and classifier weights and biases) are RAM arrays with a const initial
+  copy that ``zoedge_reset_state()`` copies in;
+* activations share one static arena, placed by a greedy first-fit planner (largest first, like
+  TFLM's GreedyMemoryPlanner). The plan must hold for two schedules: the graph's op order
+  (``zoedge_run_ops``, ``zoedge_infer``) and prefix-then-suffix (``zoedge_run_prefix`` once,
+  ``zoedge_run_suffix`` many times). The boundary tensors the suffix reads and the logits stay
+  alive to the end of both, so a suffix may run again after either.
+
+RESHAPE is free: its output shares its input's bytes. The int32 shape plumbing of a Keras Flatten
+(SHAPE, STRIDED_SLICE, PACK) only feeds RESHAPE's shape operand, which the C never reads, so those
+ops are folded away at export.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from zo_edge.engine import Engine
+from zo_edge.errors import ZoEdgeError
+from zo_edge.kernels.add import LEFT_SHIFT
+from zo_edge.quantize import TRAINABLE_ROLES
+
+TEMPLATES = Path(__file__).parent / "templates"
+OUTPUT_FILES = ("zoedge_kernels.h", "zoedge_kernels.c", "zoedge_model.h", "zoedge_model.c", "host_infer_main.c")
+ALIGNMENT = 4  # bytes; every arena offset is a multiple (word access stays possible for kernels)
+PER_ROW = 16  # numbers per line in the generated arrays
+
+KERNELS = {"CONV_2D": "conv_2d", "DEPTHWISE_CONV_2D": "depthwise_conv_2d", "FULLY_CONNECTED": "fully_connected",
+           "ADD": "add", "MEAN": "mean"}
+ALIAS_OPS = {"RESHAPE"}
+FOLDED_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
+C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t"}
+
+
+# -- arena planning ---------------------------------------------------------------------------------
+@dataclass
+class ArenaPlan:
+    size: int
+    offsets: dict  # arena tensor index -> byte offset (a RESHAPE output has its input's)
+    nbytes: dict  # arena tensor index -> bytes
+    root: dict  # arena tensor index -> the tensor whose buffer it uses (itself unless aliased)
+    lifetimes: list  # per schedule: root -> (first, last) position, inclusive
+
+
+def _lifetimes(graph, order, root, keep_alive) -> dict:
+    """Root tensor -> [first op that writes it, last op that reads it] as positions in ``order``."""
+    span = {}
+
+    def touch(tensor, position):
+        r = root[tensor]
+        first, last = span.get(r, (position, position))
+        span[r] = (min(first, position), max(last, position))
+
+    for index in graph.inputs:
+        touch(index, 0)  # written before the first op
+    for position, op_index in enumerate(order):
+        op = graph.ops[op_index]
+        for t in op.inputs + op.outputs:
+            if t in root:
+                touch(t, position)
+    end = len(order) - 1
+    for t in keep_alive:
+        first, _ = span[root[t]]
+        span[root[t]] = (first, end)
+    return span
+
+
+def plan_arena(graph, root: dict, schedules, keep_alive) -> ArenaPlan:
+    """First-fit placement, largest tensor first: each buffer goes to the lowest aligned offset
+    where it overlaps no placed buffer that is alive at the same time in any of the schedules."""
+    nbytes = {t: graph.tensors[t].size_bytes for t in root}
+    lifetimes = [_lifetimes(graph, order, root, keep_alive) for order in schedules]
+    roots = sorted(set(root.values()), key=lambda r: (-nbytes[r], lifetimes[0][r][0], r))
+
+    def conflict(a, b):
+        return any(s[a][0] <= s[b][1] and s[b][0] <= s[a][1] for s in lifetimes)
+
+    placed = {}
+    for r in roots:
+        offset = 0
+        taken = sorted((placed[o], placed[o] + nbytes[o]) for o in placed if conflict(o, r))
+        for start, stop in taken:
+            if offset + nbytes[r] <= start:
+                break
+            offset = max(offset, -(-stop // ALIGNMENT) * ALIGNMENT)
+        placed[r] = offset
+    size = max((placed[r] + nbytes[r] for r in placed), default=0)
+    size = -(-size // ALIGNMENT) * ALIGNMENT
+    return ArenaPlan(size, {t: placed[root[t]] for t in root}, nbytes, dict(root), lifetimes)
+
+
+# -- the render context ---------------------------------------------------------------------------------
+def _rows(values) -> list[list[int]]:
+    flat = [int(v) for v in np.ravel(values)]
+    return [flat[i : i + PER_ROW] for i in range(0, len(flat), PER_ROW)]
+
+
+def _comment(text: str, limit: int = 100) -> str:
+    """A tensor name made safe inside a C comment, shortened (converter names can run long)."""
+    text = text.replace("*/", "* /")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _identifier(role: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in role).lower()
+
+
+def _c_type(tensor) -> str:
+    ctype = C_TYPES.get(np.dtype(tensor.dtype))
+    if ctype is None:
+        raise ZoEdgeError(f"tensor {tensor.index} ({tensor.name}) is {np.dtype(tensor.dtype).name}; "
+                          "the firmware kernels take int8 activations and weights and int32 biases")
+    return ctype
+
+
+def _conv_fields(op, graph, p) -> dict:
+    x, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
+    w = p.window
+    if (w.out_h, w.out_w) != tuple(out.shape[1:3]):
+        raise ZoEdgeError(f"{op.opcode} (op {op.index}): output {out.shape} does not match its window")
+    return dict(in_h=x.shape[1], in_w=x.shape[2], in_c=x.shape[3], out_h=out.shape[1], out_w=out.shape[2],
+                out_c=out.shape[3], kernel_h=w.kernel_h, kernel_w=w.kernel_w, stride_h=w.stride_h,
+                stride_w=w.stride_w, dilation_h=w.dilation_h, dilation_w=w.dilation_w, pad_top=w.pad_top,
+                pad_left=w.pad_left, depth_multiplier=p.depth_multiplier, input_offset=-p.input_zero_point,
+                output_offset=p.output_zero_point, act_min=p.act_min, act_max=p.act_max)
+
+
+def _fully_connected_fields(op, graph, p) -> dict:
+    x, f = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
+    units, depth = f.shape
+    return dict(rows=int(np.prod(x.shape)) // depth, depth=depth, units=units, input_offset=-p.input_zero_point,
+                filter_offset=-p.filter_zero_point, output_offset=p.output_zero_point, act_min=p.act_min,
+                act_max=p.act_max, per_channel=int(len(p.multiplier) > 1))
+
+
+def _add_fields(op, graph, p) -> dict:
+    shapes = {graph.tensors[i].shape for i in op.inputs[:2] + op.outputs[:1]}
+    if len(shapes) != 1:
+        raise ZoEdgeError(f"ADD (op {op.index}) broadcasts {sorted(shapes)}; the firmware ADD takes equal shapes")
+    return dict(size=graph.tensors[op.outputs[0]].size_bytes, input1_offset=-p.input1_zero_point,
+                input2_offset=-p.input2_zero_point, output_offset=p.output_zero_point, left_shift=LEFT_SHIFT,
+                input1_multiplier=p.input1_multiplier, input1_shift=p.input1_shift,
+                input2_multiplier=p.input2_multiplier, input2_shift=p.input2_shift,
+                output_multiplier=p.output_multiplier, output_shift=p.output_shift, act_min=p.act_min,
+                act_max=p.act_max)
+
+
+def _mean_fields(op, graph, p) -> dict:
+    shape = graph.tensors[op.inputs[0]].shape
+    axes = list(p.axes)
+    if axes != list(range(axes[0], axes[-1] + 1)):
+        raise ZoEdgeError(f"MEAN (op {op.index}) reduces axes {axes}; the firmware MEAN reduces contiguous axes")
+    return dict(outer=int(np.prod(shape[: axes[0]])), count=p.count, inner=int(np.prod(shape[axes[-1] + 1 :])),
+                input_zero_point=p.input_zero_point, output_zero_point=p.output_zero_point,
+                multiplier=p.multiplier, shift=p.shift)
+
+
+FIELDS = {"conv_2d": _conv_fields, "depthwise_conv_2d": _conv_fields,
+          "fully_connected": _fully_connected_fields, "add": _add_fields, "mean": _mean_fields}
+WEIGHTED = {"conv_2d", "depthwise_conv_2d", "fully_connected"}
+PARAMS_TYPE = {"conv_2d": "conv", "depthwise_conv_2d": "conv"}  # zoedge_<type>_params; default: the kind
+
+
+def _check_supported(graph) -> None:
+    unsupported = sorted({op.opcode for op in graph.ops} - set(KERNELS) - ALIAS_OPS - FOLDED_OPS)
+    if unsupported:
+        raise ZoEdgeError(f"{graph.source} uses {', '.join(unsupported)}, which the firmware export does not "
+                          f"support; supported: {', '.join(sorted(set(KERNELS) | ALIAS_OPS | FOLDED_OPS))}")
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise ZoEdgeError(f"{graph.source} has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; "
+                          "the firmware export takes one of each")
+    folded = {o for op in graph.ops if op.opcode in FOLDED_OPS for o in op.outputs}
+    for op in graph.ops:
+        # a computed shape may feed other shape ops and RESHAPE's shape operand, nothing else
+        reads_data = op.inputs[:1] if op.opcode in ALIAS_OPS else [] if op.opcode in FOLDED_OPS else op.inputs
+        if any(i in folded for i in reads_data):
+            raise ZoEdgeError(f"{op.opcode} (op {op.index}) reads a computed shape; the firmware export folds "
+                              "shape ops only when they feed RESHAPE")
+    if any(o in folded for o in graph.outputs):
+        raise ZoEdgeError(f"{graph.source} outputs a computed shape; the firmware export takes an int8 output")
+
+
+def _split(engine, trainable) -> tuple[set, list]:
+    """(prefix op indices, boundary tensors) of ``Engine.split_frozen``; no trainable tensor: all prefix."""
+    if not trainable:
+        return {op.index for op in engine.graph.ops}, []
+    split = engine.split_frozen(trainable)
+    return {s.op.index for s in split.prefix}, list(split.boundary)
+
+
+def _arena_roots(graph) -> dict:
+    """Activation tensor -> the tensor whose arena buffer holds it (a RESHAPE output: its input's)."""
+    root = {t: t for t in graph.inputs}
+    for op in graph.ops:
+        if op.opcode in ALIAS_OPS:
+            root[op.outputs[0]] = root[op.inputs[0]]
+        elif op.opcode in KERNELS:
+            root[op.outputs[0]] = op.outputs[0]
+    for t in root:
+        if graph.tensors[t].dtype != np.int8:
+            raise ZoEdgeError(f"activation {t} ({graph.tensors[t].name}) is not int8; export an int8-interface model")
+    return root
+
+
+def _op_entry(step, graph, root: dict, prefix_ops: set) -> dict:
+    """One op of the schedule: its kernel, the parameter struct's fields and arrays, the tensors it takes."""
+    op, p = step.op, step.params
+    entry = dict(index=op.index, opcode=op.opcode, kind=KERNELS.get(op.opcode), in_prefix=op.index in prefix_ops,
+                 output=op.outputs[0] if op.outputs[0] in root else -1, args=[], fields={}, arrays=[])
+    if op.opcode in ALIAS_OPS or op.opcode in FOLDED_OPS:
+        entry["kind"] = "alias" if op.opcode in ALIAS_OPS else "folded"
+        return entry
+    kind = entry["kind"]
+    entry["fields"] = {k: int(v) for k, v in FIELDS[kind](op, graph, p).items()}
+    entry["params_type"] = PARAMS_TYPE.get(kind, kind)
+    if kind in WEIGHTED:
+        operands = (op.inputs + [-1])[:3]  # input, filter, bias (an omitted bias is NULL)
+        entry["arrays"] = [dict(name="multiplier", values=_rows(p.multiplier)),
+                           dict(name="shift", values=_rows(p.shift))]
+        _check_accumulator(op, p, graph, operands)
+    else:
+        operands = op.inputs[:1] if kind == "mean" else op.inputs[:2]  # MEAN's axes are in its fields
+    entry["args"] = operands + [op.outputs[0]]
+    return entry
+
+
+def build_context(graph, roles: dict, trainable_roles=None) -> tuple[dict, ArenaPlan]:
+    """Everything the templates need, as plain numbers and lists, and the arena plan."""
+    _check_supported(graph)
+    if trainable_roles is None:  # the default: whichever of the standard trainable roles this run has
+        trainable_roles = [r for r in TRAINABLE_ROLES if roles.get(r) is not None]
+    missing = [r for r in trainable_roles if roles.get(r) is None]
+    if missing:
+        raise ZoEdgeError(f"the run has no {', '.join(missing)} in its role map; rebuild it with `zo-edge build`")
+    trainable = {roles[r]: r for r in trainable_roles}
+    for index, role in trainable.items():
+        if not graph.tensors[index].is_constant:
+            raise ZoEdgeError(f"{role} (tensor {index}) is not a constant tensor; it cannot be trainable state")
+
+    engine = Engine(graph)
+    prefix_ops, boundary = _split(engine, list(trainable))
+    root = _arena_roots(graph)
+    boundary = [t for t in boundary if t in root]  # a shape folded at export needs no memory
+    graph_order = [op.index for op in graph.ops]
+    split_order = [i for i in graph_order if i in prefix_ops] + [i for i in graph_order if i not in prefix_ops]
+    plan = plan_arena(graph, root, [graph_order, split_order], keep_alive=set(boundary) | set(graph.outputs))
+
+    # where each tensor lives in C: the arena (activations), state (trainable: RAM), flash (other constants)
+    tensors = {t: dict(index=t, where="arena", offset=plan.offsets[t], bytes=plan.nbytes[t]) for t in root}
+    state = []
+    for index, role in trainable.items():
+        t = graph.tensors[index]
+        name = _identifier(role)
+        tensors[index] = dict(index=index, where="state", name=name, bytes=t.size_bytes)
+        state.append(dict(role=role, index=index, name=name, macro=name.upper(), ctype=_c_type(t),
+                          size=int(t.data.size), bytes=t.size_bytes, shape=list(t.shape), rows=_rows(t.data)))
+    ops = [_op_entry(step, graph, root, prefix_ops) for step in engine.steps]
+    constants = []
+    for op in ops:
+        for t in op["args"]:
+            if t < 0 or t in tensors:
+                continue
+            tensor = graph.tensors[t]
+            if not tensor.is_constant:
+                raise ZoEdgeError(f"{op['opcode']} (op {op['index']}) reads tensor {t}, which nothing computes")
+            tensors[t] = dict(index=t, where="flash", name=f"t{t}", bytes=tensor.size_bytes)
+            constants.append(dict(index=t, name=f"t{t}", tensor_name=_comment(tensor.name), ctype=_c_type(tensor),
+                                  shape=list(tensor.shape), size=int(tensor.data.size), rows=_rows(tensor.data)))
+
+    def quant(index):
+        t = graph.tensors[index]
+        scale, zero_point = t.scalar_quant()
+        return dict(index=index, offset=plan.offsets[index], size=t.size_bytes, scale=scale, zero_point=zero_point)
+
+    context = dict(
+        source=Path(graph.source).name, num_ops=len(graph.ops), num_tensors=len(graph.tensors),
+        arena_size=plan.size, input=quant(graph.inputs[0]), logits=quant(graph.outputs[0]),
+        constants=constants, state=state, ops=ops, tensors=tensors, boundary=boundary,
+        roles=sorted((_identifier(r).upper(), int(i)) for r, i in roles.items() if i is not None),
+        tensor_table=[tensors.get(i, dict(index=i, where=None, bytes=0)) for i in range(len(graph.tensors))],
+        tflite_rows=_rows(np.frombuffer(graph.model_bytes, np.uint8)), tflite_len=len(graph.model_bytes),
+    )
+    return context, plan
+
+
+def _check_accumulator(op, p, graph, operands) -> None:
+    """The C kernels accumulate in int32 as TFLM does; refuse a layer whose sum could leave int32
+    (the simulator would wrap it, C would be undefined)."""
+    bias = graph.tensors[operands[2]].data if operands[2] >= 0 else None
+    bound = p.accumulator_bound + (int(np.abs(bias.astype(np.int64)).max(initial=0)) if bias is not None else 0)
+    if bound >= 1 << 31:
+        raise ZoEdgeError(f"{op.opcode} (op {op.index}) can overflow its int32 accumulator (bound {bound}); "
+                          "the firmware export needs smaller layers")
+
+
+# -- rendering ------------------------------------------------------------------------------------------
+@dataclass
+class ExportedModel:
+    out_dir: Path
+    files: list  # written paths
+    arena: ArenaPlan
+    prefix_ops: list  # op indices
+    boundary: list  # tensor indices the suffix reads from the prefix
+    traced: list  # (op index, tensor index) of every op output that exists in C, in op order
+
+
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+
+
+def render_model(graph, roles: dict, out_dir, trainable_roles=None) -> ExportedModel:
+    """Write the model's C sources (``OUTPUT_FILES``) into ``out_dir``.
+
+    ``trainable_roles``: the role names whose tensors become RAM state; by default the standard
+    trainable roles (adapter and classifier weights and biases) the run has.
+    """
+    context, plan = build_context(graph, roles, trainable_roles)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env = _environment()
+    files = []
+    for name in OUTPUT_FILES:
+        path = out / name
+        path.write_text(env.get_template(name + ".j2").render(**context))
+        files.append(path)
+    return ExportedModel(
+        out_dir=out, files=files, arena=plan,
+        prefix_ops=[op["index"] for op in context["ops"] if op["in_prefix"]],
+        boundary=list(context["boundary"]),
+        traced=[(op["index"], op["output"]) for op in context["ops"] if op["output"] >= 0],
+    )
