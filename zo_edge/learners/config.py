@@ -70,8 +70,8 @@ class LearnerConfig:
                 raise ZoEdgeError(f"--{name.replace('_', '-')} must be > 0 (got {getattr(self, name)})")
         if not 0 <= _number(self.momentum, "momentum") < 1:
             raise ZoEdgeError(f"--momentum must be in [0, 1) (got {self.momentum}); 0 turns it off")
-        if not _number(self.clip, "clip") >= 0:
-            raise ZoEdgeError(f"--clip must be >= 0 (got {self.clip}); 0 turns clipping off")
+        if not (_number(self.clip, "clip") == 0 or self.clip >= 1e-6):  # int8 mode holds the clip in Q20
+            raise ZoEdgeError(f"--clip must be 0 (off) or >= 1e-6 (got {self.clip})")
         return self
 
 

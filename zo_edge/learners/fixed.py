@@ -32,7 +32,8 @@ import numpy as np
 
 LOSS_BITS = 16
 GRAD_BITS = 20  # gradients and momentum: Q20
-GRAD_LIMIT = 1 << 24  # |gradient| per element saturates at 16.0, so a norm² of 32k elements fits int64
+GRAD_LIMIT = 1 << 24  # |gradient| per element saturates at 16.0, so a norm² of MAX_VECTOR elements fits int64
+MAX_VECTOR = (1 << 15) - 1  # 32767 · (2^24)² < 2^63
 MOMENTUM_LIMIT = 1 << 30
 SR_BITS = 16  # fractional bits an update carries into stochastic rounding
 LN2_Q16 = round(math.log(2) * 65536)  # 45426
@@ -105,11 +106,11 @@ class Multiplier:
             if not 0 < r < 2.0 ** 31:
                 raise ValueError(f"multiplier {r} is outside (0, 2^31)")
             shift = min(62, 30 - math.frexp(r)[1] + 1)  # r * 2^shift in [2^30, 2^31)
-            if shift < 0:
-                raise ValueError(f"multiplier {r} is too large")
             m = round(r * 2.0 ** shift)
             if m >= 1 << 31:
                 m, shift = m >> 1, shift - 1
+            if shift < 0:  # r rounds to 2^31 or more: no (mult < 2^31, rshift >= 0) represents it
+                raise ValueError(f"multiplier {r} is too large")
             mult.flat[k], rshift.flat[k] = m, shift
         return cls(mult, rshift)
 

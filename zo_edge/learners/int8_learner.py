@@ -54,6 +54,10 @@ class Int8Learner(Learner):
         zo_names = {"zo-fc": ADAPTER, "zo": ADAPTER + CLASSIFIER}.get(cfg.method, [])
         self.zo = ParamVector(self.graph, roles, zo_names, cfg.master) if zo_names else None
         self.fc = ParamVector(self.graph, roles, CLASSIFIER, cfg.master) if cfg.method in ("zo-fc", "head") else None
+        for vec in (self.zo, self.fc):
+            if vec is not None and vec.n > fixed.MAX_VECTOR:
+                raise ZoEdgeError(f"{vec.n} trainable values in one vector; int8 mode's integer norm handles at most "
+                                  f"{fixed.MAX_VECTOR} — use a narrower adapter (zo-edge build --adapter-width)")
         self.epsilon = None
         if self.zo is not None:
             self.epsilon, self.steps_k = self._resolve_epsilon()
