@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jinja2
 import numpy as np
 
 from zo_edge import prng
 from zo_edge.learners import fixed, int8_state
+from firmware_export.render import environment
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 LIBRARY_FILES = ("zoedge_fixed.h", "zoedge_fixed.c")
@@ -30,15 +30,7 @@ SEG_INT8, SEG_INT8_M16, SEG_INT32 = 0, 1, 2  # zoedge_segment_t.kind
 CLIP_OFF = -1  # ZOEDGE_CLIP_OFF
 
 
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-        undefined=jinja2.StrictUndefined,  # a missing value is an export bug, not an empty string in C
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
+_environment = environment  # the shared template environment (firmware_export/render.py)
 
 
 def template_values() -> dict:

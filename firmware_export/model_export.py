@@ -30,6 +30,7 @@ from zo_edge.engine import Engine
 from zo_edge.errors import ZoEdgeError
 from zo_edge.kernels.add import LEFT_SHIFT
 from zo_edge.quantize import TRAINABLE_ROLES
+from firmware_export.render import environment
 
 TEMPLATES = Path(__file__).parent / "templates"
 OUTPUT_FILES = ("zoedge_kernels.h", "zoedge_kernels.c", "zoedge_model.h", "zoedge_model.c", "host_infer_main.c")
@@ -315,11 +316,7 @@ class ExportedModel:
     traced: list  # (op index, tensor index) of every op output that exists in C, in op order
 
 
-def _environment():
-    import jinja2
-
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
-                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+_environment = environment  # the shared template environment (firmware_export/render.py)
 
 
 def render_model(graph, roles: dict, out_dir, trainable_roles=None) -> ExportedModel:

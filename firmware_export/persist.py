@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jinja2
+from firmware_export.render import environment
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 FORMAT_VERSION = 1
@@ -57,17 +57,7 @@ def slot_bytes(state_bytes: int, write_align: int = DEFAULT_WRITE_ALIGN) -> int:
     return _round_up(4, write_align) + _round_up(20, write_align) + _round_up(state_bytes, write_align)
 
 
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-        undefined=jinja2.StrictUndefined,  # a missing value is an export bug, not an empty string in C
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    env.filters["hex32"] = lambda v: f"0x{int(v):08X}u"
-    return env
+_environment = environment  # the shared template environment (firmware_export/render.py)
 
 
 def render_persist(
