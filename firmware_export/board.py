@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from zo_edge.errors import ZoEdgeError
+from firmware_export.render import environment
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 APT_LINE = "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
@@ -78,11 +79,7 @@ def _rows(values) -> list[list[int]]:
     return [flat[i : i + PER_ROW] for i in range(0, len(flat), PER_ROW)]
 
 
-def _environment():
-    import jinja2
-
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), undefined=jinja2.StrictUndefined,
-                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+_environment = environment  # the shared template environment (firmware_export/render.py)
 
 
 def _train_context(train: dict, input_size: int) -> dict:
