@@ -30,16 +30,15 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
 import numpy as np
 
 from firmware_export import fixed_export
 from firmware_export.model_export import build_context
+from firmware_export.render import render
 from zo_edge.errors import ZoEdgeError
 from zo_edge.learners import fixed
 from zo_edge.learners.config import LearnerConfig
 
-TEMPLATES_DIR = Path(__file__).parent / "templates"
 LIBRARY_FILES = ("zoedge_train.h", "zoedge_train.c")
 TEST_MAIN_FILE = "host_train_main.c"
 BLOB_VERSION = 1
@@ -61,12 +60,6 @@ class ExportedTrain:
     state_bytes: int
     state_tag: int
     ram_bytes: int  # static RAM of zoedge_train.c (the model's RAM tensors are zoedge_model.c's)
-
-
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                              keep_trailing_newline=True, autoescape=False)
 
 
 def _rows(values) -> list[list[int]]:
@@ -293,13 +286,8 @@ def render_train(run: dict, config: LearnerConfig, out_dir, *, test_main: bool =
     learner = export_learner(run, config)
     ctx = train_context(learner)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    env = _environment()
-    files = []
-    for name in list(LIBRARY_FILES) + ([TEST_MAIN_FILE] if test_main else []):
-        path = out / name
-        path.write_text(env.get_template(name + ".j2").render(**ctx))
-        files.append(path)
+    names = list(LIBRARY_FILES) + ([TEST_MAIN_FILE] if test_main else [])
+    files = [render(name + ".j2", out / name, **ctx) for name in names]
     return ExportedTrain(out_dir=out, files=files, learner=learner, batch=config.batch_size,
                          state_bytes=ctx["state_bytes"], state_tag=ctx["state_tag"],
                          ram_bytes=sum(b for _, b in ctx["ram"]))
