@@ -156,28 +156,38 @@ def data_list(as_json):
     for r in rows:
         click.echo("  ".join(str(r[k]).ljust(widths[k]) for k in keys))
 
+def _learner_options(f):
+    """The learner options simulate and export share (each may also come from --config)."""
+    options = [
+        click.option("--method", default=None, help="zo-fc (default), fo, zo, head or frozen."),
+        click.option("--mode", default=None, help="int8 (default: the device's arithmetic) or float (the reference algorithm)."),
+        click.option("--seed", type=int, default=None, help="Seed of the learner's randomness (default 0)."),
+        click.option("--q", type=int, default=None, help="Queries (Rademacher directions) per step (default 4)."),
+        click.option("--epsilon", type=float, default=None,
+                     help="Perturbation size in float units (default: 1e-3 in float mode, one quantization step in int8)."),
+        click.option("--lr", type=float, default=None, help="Adapter learning rate (default 0.01)."),
+        click.option("--fc-lr", type=float, default=None, help="Classifier learning rate (default 0.05)."),
+        click.option("--momentum", type=float, default=None, help="SGD momentum, 0 for none (default 0.9)."),
+        click.option("--clip", type=float, default=None, help="Gradient-norm clip of the adapter gradient, 0 for none (default 1.0)."),
+        click.option("--epochs", type=int, default=None, help="Epochs per task (default 10)."),
+        click.option("--fc-epochs", type=int, default=None, help="zo-fc: epochs the classifier trains before it freezes (default epochs/2)."),
+        click.option("--batch-size", type=int, default=None, help="Samples per step (default 48)."),
+        click.option("--master", default=None, help="int8 mode: int16 (default) keeps a 16-bit master copy of int8 weights; int8 none."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with any of these options; flags override it."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--method", default=None, help="zo-fc (default), fo, zo, head or frozen.")
-@click.option("--mode", default=None, help="int8 (default: the device's arithmetic) or float (the reference algorithm).")
 @click.option("--seeds", type=int, default=None, help="Number of seeds, from --seed upwards (default 1).")
-@click.option("--seed", type=int, default=None, help="First seed (default 0).")
-@click.option("--q", type=int, default=None, help="Queries (Rademacher directions) per step (default 4).")
-@click.option("--epsilon", type=float, default=None,
-              help="Perturbation size in float units (default: 1e-3 in float mode, one quantization step in int8).")
-@click.option("--lr", type=float, default=None, help="Adapter learning rate (default 0.01).")
-@click.option("--fc-lr", type=float, default=None, help="Classifier learning rate (default 0.05).")
-@click.option("--momentum", type=float, default=None, help="SGD momentum, 0 for none (default 0.9).")
-@click.option("--clip", type=float, default=None, help="Gradient-norm clip of the adapter gradient, 0 for none (default 1.0).")
-@click.option("--epochs", type=int, default=None, help="Epochs per task (default 10).")
-@click.option("--fc-epochs", type=int, default=None, help="zo-fc: epochs the classifier trains before it freezes (default epochs/2).")
-@click.option("--batch-size", type=int, default=None, help="Samples per step (default 48).")
-@click.option("--master", default=None, help="int8 mode: int16 (default) keeps a 16-bit master copy of int8 weights; int8 none.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with any of these options; flags override it.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (default RUN_DIR/METHOD-MODE).")
 @click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar or per-seed lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout.")
+@_learner_options
 def simulate(run_dir, config_file, out_dir, force, quiet, as_json, **flags):
     """Simulate continual learning on a run folder's scenario; write results.json, plots and the states.
 
@@ -223,6 +233,62 @@ def compare(dirs, markdown, as_json, plot_dir):
         _echo_json(rows)
     else:
         click.echo(format_markdown(rows) if markdown else format_table(rows))
+
+
+@cli.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--target", default="cortex-m4", show_default=True,
+              help="Default core of the Makefile: cortex-m0plus, cortex-m3, cortex-m4 or cortex-m7.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Firmware folder to write.")
+@click.option("--samples", default=8, show_default=True, help="Test samples the example app embeds and infers.")
+@click.option("--steps", default=10, show_default=True, help="Training steps (full batches of the first task) the app embeds.")
+@click.option("--every", default=5, show_default=True, help="The app prints its learned state every N steps.")
+@click.option("--force", is_flag=True, help="Replace a non-empty firmware folder.")
+@_learner_options
+def export_cmd(run_dir, target, out_dir, samples, steps, every, force, config_file, **flags):
+    """Write a self-contained C99 firmware folder: model arrays, kernels, the ZO-FC train step, persistence,
+    and an example app with a Makefile for host and Cortex-M (QEMU mps2 boards).
+
+    \b
+    Example:
+      zo-edge export runs/kws --target cortex-m4 --batch-size 8 --out fw/
+      make -C fw host && fw/build/host-gcc/zoedge_app
+      zo-edge verify-firmware fw/ --board mps2-an386
+    """
+    from firmware_export.export import export_firmware
+    from sim.commands import resolve_config
+
+    flags = {k: v for k, v in flags.items() if v is not None}
+    flags.setdefault("mode", "int8")
+    config, _ = resolve_config(flags, config_file)
+    export_firmware(run_dir, out_dir, config, target=target, samples=samples, steps=steps, every=every,
+                    force=force, log=lambda m: click.echo(m, err=True))
+    click.echo(f"{out_dir}: see {Path(out_dir) / 'README.md'}; check it with `zo-edge verify-firmware {out_dir}`")
+
+
+@cli.command("verify-firmware")
+@click.argument("fw_dir", type=click.Path(file_okay=False))
+@click.option("--board", default="mps2-an386", show_default=True,
+              help="mps2-an386 (Cortex-M4F), mps2-an385 (Cortex-M3, soft float), mps2-an500 (Cortex-M7) or host.")
+@click.option("--steps", type=int, default=None, help="Training steps to compare (default: all the export embeds).")
+@click.option("--timeout", "timeout_s", default=900.0, show_default=True, help="Seconds before a hanging run is killed.")
+@click.option("--cc", "compiler", default=None, help="Host C compiler for --board host (default gcc).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (differing_bytes, compared_bytes, steps, instructions, elf).")
+def verify_firmware_cmd(fw_dir, board, steps, timeout_s, compiler, as_json):
+    """Build the firmware for a board, run it (QEMU or host), and compare every inference output and the
+    learned state byte for byte with the simulator; report exact instruction counts on mps2 boards.
+    Exit 0 only when nothing differs."""
+    from firmware_export.verify import format_report, verify_firmware
+
+    report = verify_firmware(fw_dir, board=board, steps=steps, timeout_s=timeout_s, compiler=compiler,
+                             log=(lambda m: None) if as_json else (lambda m: click.echo(m, err=True)))
+    if as_json:
+        _echo_json(report)
+    else:
+        click.echo(format_report(report))
+    if report["differing_bytes"]:
+        sys.exit(1)
 
 
 @cli.command()

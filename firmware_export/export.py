@@ -1,0 +1,146 @@
+"""``zo-edge export``: one firmware folder from a run folder and a learner configuration.
+
+The folder holds the model (``model_export``), the integer twin of the learner's arithmetic
+(``fixed_export``), the train step (``train_export``), persistence (``persist``), and the example app
+with its Makefile, linker script, startup and README (``board``). The app embeds test samples and a
+stream of full training batches from the run's scenario; ``export.json`` records which, so that
+``zo-edge verify-firmware`` can replay exactly that stream in the simulator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from zo_edge.errors import ZoEdgeError
+
+FORMAT = "zo-edge/firmware@1"
+
+
+def training_stream(run: dict, config, steps: int, seed: int = 0):
+    """Full batches from the run's first continual task, in the simulator's shuffled order: (task,
+    [(sample indices, epoch)] per step). The device takes full batches only, so a partial last batch
+    of an epoch is skipped."""
+    from sim.runner import load_scenario
+
+    task = load_scenario(run).tasks[0]
+    n, batch = len(task.y_train), config.batch_size
+    per_epoch = n // batch
+    if per_epoch == 0:
+        raise ZoEdgeError(f"task {task.name!r} has {n} training samples, fewer than one batch of {batch}; "
+                          "export with a smaller --batch-size")
+    stream = []
+    epoch = 0
+    while len(stream) < steps:
+        order = np.random.default_rng([seed, int(task.index), epoch]).permutation(n)
+        for k in range(per_epoch):
+            if len(stream) < steps:
+                stream.append((np.sort(order[k * batch : (k + 1) * batch]), epoch))
+        epoch += 1
+    return task, stream
+
+
+def export_firmware(run_dir, out_dir, config, target: str = "cortex-m4", samples: int = 8, steps: int = 10,
+                    every: int = 5, force: bool = False, log=print) -> dict:
+    from firmware_export.board import TARGETS, render_build_files
+    from firmware_export.fixed_export import render_fixed
+    from firmware_export.model_export import render_model
+    from firmware_export.persist import render_persist
+    from firmware_export.train_export import render_train
+    from zo_edge.build import load_run
+    from zo_edge.qgraph import QGraph
+
+    if target not in TARGETS:
+        raise ZoEdgeError(f"unknown target {target!r} (--target); known: {', '.join(TARGETS)}")
+    config.check()
+    if config.mode != "int8" or config.method == "fo":
+        raise ZoEdgeError(f"the firmware runs int8-mode zo-fc, zo, head or frozen; {config.method} in "
+                          f"{config.mode} mode has no device implementation (use --mode int8)")
+    for name, value in (("samples", samples), ("steps", steps), ("every", every)):
+        if value < (1 if name == "every" else 0):
+            raise ZoEdgeError(f"--{name} must be {'>= 1' if name == 'every' else '>= 0'} (got {value})")
+    run = load_run(run_dir)
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise ZoEdgeError(f"{out} is not empty; pass --force to replace it or choose another --out")
+    graph = QGraph.from_bytes(run["tflite"], source=run["tflite_path"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        model = render_model(graph, run["roles"], tmp)
+        render_fixed(tmp)
+        train = render_train(run, config, tmp)
+        render_persist(tmp, state_tag=train.state_tag)
+        engine = train.learner.engine
+        dataset_x, dataset_y = _test_samples(run, samples)
+        x = engine.quantize_input(dataset_x)
+        task, stream = training_stream(run, config, steps, seed=config.seed)
+        x_train = engine.quantize_input(task.x_train)
+        allowed = np.isin(np.arange(train.learner.num_classes), task.classes).astype(np.uint8)
+        fc_epochs = config.fc_epochs_resolved
+        batches = dict(
+            inputs=np.stack([x_train[idx] for idx, _ in stream]) if stream else np.zeros((0, config.batch_size) + x.shape[1:], np.int8),
+            labels=np.stack([task.y_train[idx] for idx, _ in stream]) if stream else np.zeros((0, config.batch_size)),
+            allowed=np.tile(allowed, (len(stream), 1)),
+            classifier=np.array([int(config.method == "head" or epoch < fc_epochs) for _, epoch in stream]),
+            every=every,
+        )
+        render_build_files(tmp, x, source=Path(run["tflite_path"]).name, default_target=target,
+                           sample_note=f"the first {len(x)} test recordings of {run['settings']['dataset']}",
+                           train=batches if stream else None,
+                           memory=[("activation arena", model.arena.size), ("training state", train.state_bytes)])
+        meta = {
+            "format": FORMAT,
+            "run_dir": str(Path(run["run_dir"]).resolve()),
+            "target": target,
+            "learner": config.to_json(),
+            "samples": {"count": int(len(x)), "labels": [int(v) for v in dataset_y]},
+            "train": {"task": int(task.index), "steps": len(stream), "every": every,
+                      "batches": [[int(i) for i in idx] for idx, _ in stream],
+                      "epochs": [int(e) for _, e in stream]},
+            "state_bytes": int(train.state_bytes),
+            "arena_bytes": int(model.arena.size),
+        }
+        (tmp / "export.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    log(f"wrote {out}: {len(list(out.iterdir()))} files, {len(x)} samples, {len(stream)} training steps "
+        f"({config.method}, batch {config.batch_size}, q {config.q})")
+    return meta
+
+
+def _test_samples(run: dict, count: int):
+    from zo_edge.data import load_dataset
+
+    s = run["settings"]
+    dataset = load_dataset(s["dataset"], seed=s["seed"])
+    return dataset.x_test[:count], dataset.y_test[:count]
+
+
+def read_export(fw_dir) -> dict:
+    path = Path(fw_dir) / "export.json"
+    if not path.is_file():
+        raise ZoEdgeError(f"{fw_dir} has no export.json; create the folder with `zo-edge export RUN_DIR --out {fw_dir}`")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ZoEdgeError(f"{path} is not valid JSON ({exc.msg}); export the firmware again") from None
+    if meta.get("format") != FORMAT:
+        raise ZoEdgeError(f"{path} is not a zo-edge firmware export ({FORMAT}); export the firmware again")
+    return meta
+
+
+def learner_config(meta: dict):
+    from zo_edge.learners import LearnerConfig
+
+    names = {f.name for f in dataclasses.fields(LearnerConfig)}
+    return LearnerConfig(**{k: v for k, v in meta["learner"].items() if k in names})

@@ -1,0 +1,133 @@
+"""``zo-edge verify-firmware``: build an exported folder, run it, and compare it with the simulator.
+
+The app (``templates/app_main.c.j2``) infers its embedded test samples, then runs the embedded
+training batches and dumps its learned state every few steps. The simulator replays the same
+samples and batches (``export.json``) with an ``Int8Learner`` of the same configuration; every logits
+byte and every state byte must be equal. On an mps2 board the app also reports exact instruction
+counts (QEMU ``-icount``, FPGAIO counter) per inference, per step and per phase of a step.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from zo_edge.errors import ZoEdgeError
+
+
+def _differing(a: bytes, b: bytes) -> int:
+    if len(a) != len(b):
+        return max(len(a), len(b))
+    return int(np.count_nonzero(np.frombuffer(a, np.uint8) != np.frombuffer(b, np.uint8)))
+
+
+def verify_firmware(fw_dir, board: str = "mps2-an386", steps: int | None = None, timeout_s: float = 600,
+                    compiler: str | None = None, log=print) -> dict:
+    from firmware_export.board import BOARDS, build, elf_sizes
+    from firmware_export.export import learner_config, read_export
+    from firmware_export.qemu import parse_output, run_host, run_qemu
+    from firmware_export.train_export import state_blob
+    from sim.runner import load_scenario
+    from zo_edge.build import load_run
+    from zo_edge.data import load_dataset
+    from zo_edge.learners import make_learner
+
+    if board not in BOARDS:
+        raise ZoEdgeError(f"unknown board {board!r} (--board); known: {', '.join(BOARDS)}")
+    meta = read_export(fw_dir)
+    exported = meta["train"]["steps"]
+    steps = exported if steps is None else steps
+    if not 0 <= steps <= exported:
+        raise ZoEdgeError(f"{fw_dir} embeds {exported} training steps; --steps {steps} needs a new export "
+                          f"(`zo-edge export ... --steps {steps}`)")
+    run = load_run(meta["run_dir"])
+    config = learner_config(meta)
+
+    exe = build(fw_dir, board, log=log, compiler=compiler)
+    log(f"running {exe.name} on {board}" + (" in QEMU" if BOARDS[board].machine else ""))
+    t0 = time.perf_counter()
+    result = run_qemu(exe, board, timeout_s) if BOARDS[board].machine else run_host(exe, timeout_s)
+    seconds = time.perf_counter() - t0
+    app = parse_output(result.stdout)
+    if app.errors or app.status != 0 or result.status != 0:
+        detail = app.errors[0] if app.errors else f"exit status {result.status}"
+        raise ZoEdgeError(f"the firmware on {board} failed: {detail}")
+
+    # the simulator, on the same samples and batches
+    learner = make_learner(run, config)
+    s = run["settings"]
+    x_test = load_dataset(s["dataset"], seed=s["seed"]).x_test[: meta["samples"]["count"]]
+    want_logits = learner.logits(x_test) if len(x_test) else np.zeros((0, 0), np.int8)
+    compared = differing = 0
+    per_part = {"logits": [0, 0], "state": [0, 0]}
+    for i, row in enumerate(want_logits):
+        got = app.logits.get(i, b"")
+        d, n = _differing(got, row.astype(np.int8).tobytes()), len(row)
+        per_part["logits"][0] += d
+        per_part["logits"][1] += n
+    task = next(t for t in load_scenario(run).tasks if int(t.index) == meta["train"]["task"])
+    if steps:
+        learner.begin_task(task)
+        allowed = np.isin(np.arange(learner.num_classes), task.classes)
+        counters = dict(forward_passes=0, prefix_passes=0, suffix_passes=0, macs=0, saturation_events=0)
+        every = meta["train"]["every"]
+        for k in range(steps):
+            idx = np.asarray(meta["train"]["batches"][k])
+            learner.train_step(idx, task.y_train[idx], allowed, meta["train"]["epochs"][k], counters)
+            learner.step += 1
+            if (k + 1) % every == 0 or k + 1 == exported:
+                got = app.states.get(k)
+                if got is None:
+                    raise ZoEdgeError(f"the firmware printed no state after step {k}")
+                want = state_blob(learner)
+                per_part["state"][0] += _differing(got, want)
+                per_part["state"][1] += len(want)
+    differing = per_part["logits"][0] + per_part["state"][0]
+    compared = per_part["logits"][1] + per_part["state"][1]
+
+    report = {
+        "board": board,
+        "fw_dir": str(fw_dir),
+        "differing_bytes": differing,
+        "compared_bytes": compared,
+        "compared": {k: {"differing_bytes": v[0], "compared_bytes": v[1]} for k, v in per_part.items()},
+        "samples": len(want_logits),
+        "steps": steps,
+        "seconds": round(seconds, 2),
+        "stack_bytes": app.stack_bytes,
+    }
+    if app.counts_instructions:
+        infer = list(app.infer_instructions.values())
+        step_counts = [v for k, v in app.step_instructions.items() if k < steps]
+        phases = {}
+        for k, by_phase in app.phase_instructions.items():
+            if k < steps:
+                for name, v in by_phase.items():
+                    phases.setdefault(name, []).append(v)
+        report["instructions"] = {
+            "inference": int(np.mean(infer)) if infer else None,
+            "train_step": int(np.mean(step_counts)) if step_counts else None,
+            "breakdown": {name: int(np.mean(v)) for name, v in phases.items()},
+        }
+    if BOARDS[board].machine:
+        report["elf"] = {k: v for k, v in elf_sizes(exe).items() if k in ("flash_bytes", "ram_static_bytes")}
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"{report['board']}: {report['differing_bytes']} of {report['compared_bytes']} bytes differ "
+             f"({report['samples']} inferences, state after {report['steps']} training steps)"]
+    for part, c in report["compared"].items():
+        lines.append(f"  {part:7s} {c['differing_bytes']} of {c['compared_bytes']} bytes differ")
+    ins = report.get("instructions")
+    if ins:
+        lines.append(f"  instructions per inference {ins['inference']:,}"
+                     + (f", per training step {ins['train_step']:,}" if ins["train_step"] else ""))
+        for name, v in ins["breakdown"].items():
+            lines.append(f"    {name:10s} {v:>14,}")
+    if "elf" in report:
+        lines.append(f"  ELF: {report['elf']['flash_bytes']:,} bytes flash, "
+                     f"{report['elf']['ram_static_bytes']:,} bytes static RAM; stack used {report['stack_bytes']:,}")
+    return "\n".join(lines)
