@@ -1,0 +1,67 @@
+"""`zo-edge export` + `zo-edge verify-firmware`: the exported firmware does on the host and on Cortex-M
+boards in QEMU exactly what the int8 simulator does — every inference output and the learned state
+after 1000 update steps of the default spoken-digits model, byte for byte."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import require_tools
+from tests.test_cli import assert_one_line_error, zo_edge
+
+
+@pytest.fixture(scope="module")
+def kws_run(tmp_path_factory):
+    from zo_edge.build import build_run
+
+    out = tmp_path_factory.mktemp("export") / "kws"
+    build_run(out, epochs=2, log=lambda m: None)  # the default model: DS-CNN on spoken digits
+    return out
+
+
+@pytest.fixture(scope="module")
+def kws_firmware(kws_run, tmp_path_factory):
+    """1000 zo-fc steps of batch 2 with q = 2: small batches keep QEMU's run near a minute per board."""
+    fw = tmp_path_factory.mktemp("export") / "fw"
+    result = zo_edge("export", kws_run, "--out", fw, "--batch-size", 2, "--q", 2, "--steps", 1000, "--every", 100)
+    assert result.returncode == 0, result.stderr
+    return fw
+
+
+@pytest.mark.parametrize("board", ["host", "mps2-an386", "mps2-an385"])
+def test_default_model_firmware_equals_the_simulator_after_1000_steps(kws_firmware, board):
+    require_tools("gcc", "make")
+    if board != "host":
+        require_tools("arm-none-eabi-gcc", "qemu-system-arm")
+    result = zo_edge("verify-firmware", kws_firmware, "--board", board, "--json")
+    assert result.returncode == 0, result.stderr + result.stdout
+    report = json.loads(result.stdout)
+    assert report["steps"] == 1000 and report["samples"] == 8
+    assert report["compared"]["state"]["compared_bytes"] > 10 * 1000  # ten state dumps were compared
+    assert report["differing_bytes"] == 0 and report["compared_bytes"] > 0
+    if board != "host":
+        ins = report["instructions"]
+        assert ins["inference"] > 1_000_000 and ins["train_step"] > ins["inference"]
+        assert set(ins["breakdown"]) >= {"prefix", "suffix", "update"}
+        assert report["elf"]["flash_bytes"] > 0 and report["elf"]["ram_static_bytes"] > 0
+
+
+def test_export_errors_are_one_line(kws_run, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(zo_edge("export", empty, "--out", tmp_path / "a"), "no model_int8.tflite", "zo-edge build")
+    assert_one_line_error(zo_edge("export", kws_run, "--out", tmp_path / "b", "--target", "cortex-m9"),
+                          "unknown target 'cortex-m9'", "cortex-m4")
+    assert_one_line_error(zo_edge("export", kws_run, "--out", tmp_path / "c", "--method", "fo"), "fo", "int8")
+    assert_one_line_error(zo_edge("verify-firmware", empty), "no export.json", "zo-edge export")
+
+
+def test_verify_refuses_more_steps_than_exported_and_unknown_boards(kws_firmware):
+    assert_one_line_error(zo_edge("verify-firmware", kws_firmware, "--steps", 5000), "embeds 1000", "--steps")
+    assert_one_line_error(zo_edge("verify-firmware", kws_firmware, "--board", "stm32"), "unknown board", "mps2-an386")
+
+
+def test_export_refuses_to_overwrite(kws_run, kws_firmware):
+    assert_one_line_error(zo_edge("export", kws_run, "--out", kws_firmware), "not empty", "--force")
