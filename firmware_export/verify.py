@@ -111,9 +111,28 @@ def verify_firmware(fw_dir, board: str = "mps2-an386", steps: int | None = None,
             "train_step": int(np.mean(step_counts)) if step_counts else None,
             "breakdown": {name: int(np.mean(v)) for name, v in phases.items()},
         }
+        if step_counts and "suffix" in phases:
+            report["instructions"]["cost"] = _step_cost(meta, config, steps, phases, step_counts)
     if BOARDS[board].machine:
         report["elf"] = {k: v for k, v in elf_sizes(exe).items() if k in ("flash_bytes", "ram_static_bytes")}
     return report
+
+
+def _step_cost(meta, config, steps, phases, step_counts) -> dict:
+    """A step against its floor: B prefix passes + (2q+1)·B suffix passes + the update. ``ratio`` =
+    (step − prefix) / ((2q+1)·B·suffix pass + update): what perturbing, the loss and the classifier
+    step add on top of the suffix passes themselves (the issue's bound is 1.15)."""
+    fc = config.method == "head" or config.method == "zo-fc"
+    passes = [config.batch_size * ((2 * config.q if config.method in ("zo-fc", "zo") else 0)
+                                   + int(fc and (config.method == "head" or e < config.fc_epochs_resolved)))
+              for e in meta["train"]["epochs"][:steps]]
+    suffix_pass = sum(phases["suffix"]) / max(sum(passes), 1)
+    prefix = float(np.mean(phases.get("prefix", [0])))
+    update = float(np.mean(phases.get("update", [0])))
+    step = float(np.mean(step_counts))
+    floor = (2 * config.q + 1) * config.batch_size * suffix_pass + update
+    return {"suffix_pass": int(round(suffix_pass)), "prefix_per_sample": int(round(prefix / config.batch_size)),
+            "update": int(round(update)), "ratio": round((step - prefix) / floor, 4) if floor else None}
 
 
 def format_report(report: dict) -> str:
@@ -127,6 +146,10 @@ def format_report(report: dict) -> str:
                      + (f", per training step {ins['train_step']:,}" if ins["train_step"] else ""))
         for name, v in ins["breakdown"].items():
             lines.append(f"    {name:10s} {v:>14,}")
+        cost = ins.get("cost")
+        if cost:
+            lines.append(f"  one suffix pass {cost['suffix_pass']:,}, prefix {cost['prefix_per_sample']:,} per sample; "
+                         f"(step - prefix) / ((2q+1)·B·suffix + update) = {cost['ratio']:.3f}")
     if "elf" in report:
         lines.append(f"  ELF: {report['elf']['flash_bytes']:,} bytes flash, "
                      f"{report['elf']['ram_static_bytes']:,} bytes static RAM; stack used {report['stack_bytes']:,}")

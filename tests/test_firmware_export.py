@@ -45,6 +45,9 @@ def test_default_model_firmware_equals_the_simulator_after_1000_steps(kws_firmwa
         ins = report["instructions"]
         assert ins["inference"] > 1_000_000 and ins["train_step"] > ins["inference"]
         assert set(ins["breakdown"]) >= {"prefix", "suffix", "update"}
+        # the cost bound: a step costs at most 1.15 x its (2q+1)·B suffix passes + the update,
+        # beyond the prefix that runs once per sample
+        assert ins["cost"]["ratio"] <= 1.15
         assert report["elf"]["flash_bytes"] > 0 and report["elf"]["ram_static_bytes"] > 0
 
 
