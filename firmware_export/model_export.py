@@ -8,11 +8,12 @@ Memory:
 * constants (weights, biases, multipliers, the .tflite) are ``static const`` arrays: flash;
 * trainable tensors (adapter and classifier weights and biases) are RAM arrays with a const initial
   copy that ``zoedge_reset_state()`` copies in;
-* activations share one static arena, placed by a greedy first-fit planner (largest first, like
-  TFLM's GreedyMemoryPlanner). The plan must hold for two schedules: the graph's op order
-  (``zoedge_run_ops``, ``zoedge_infer``) and prefix-then-suffix (``zoedge_run_prefix`` once,
-  ``zoedge_run_suffix`` many times). The boundary tensors the suffix reads and the logits stay
-  alive to the end of both, so a suffix may run again after either.
+* activations share one static arena, placed by ``zo_edge.planner.plan_training_arena`` (greedy
+  first-fit, largest first, like TFLM's GreedyMemoryPlanner; ``zo_edge.memory`` reports the same plan).
+  The plan holds for two schedules: the graph's op order (``zoedge_run_ops``, ``zoedge_infer``) and
+  prefix-then-suffix (``zoedge_run_prefix`` once, ``zoedge_run_suffix`` many times). The boundary
+  tensors the suffix reads and the logits stay alive to the end of both, so a suffix may run again
+  after either.
 
 RESHAPE is free: its output shares its input's bytes. The int32 shape plumbing of a Keras Flatten
 (SHAPE, STRIDED_SLICE, PACK) only feeds RESHAPE's shape operand, which the C never reads, so those
@@ -29,76 +30,18 @@ import numpy as np
 from zo_edge.engine import Engine
 from zo_edge.errors import ZoEdgeError
 from zo_edge.kernels.add import LEFT_SHIFT
+from zo_edge.planner import ALIAS_OPS, SHAPE_OPS, ArenaPlan, arena_roots, plan_training_arena, split_schedules
 from zo_edge.quantize import TRAINABLE_ROLES
 from firmware_export.render import environment
 
 TEMPLATES = Path(__file__).parent / "templates"
 OUTPUT_FILES = ("zoedge_kernels.h", "zoedge_kernels.c", "zoedge_model.h", "zoedge_model.c", "host_infer_main.c")
-ALIGNMENT = 4  # bytes; every arena offset is a multiple (word access stays possible for kernels)
 PER_ROW = 16  # numbers per line in the generated arrays
 
 KERNELS = {"CONV_2D": "conv_2d", "DEPTHWISE_CONV_2D": "depthwise_conv_2d", "FULLY_CONNECTED": "fully_connected",
            "ADD": "add", "MEAN": "mean"}
-ALIAS_OPS = {"RESHAPE"}
-FOLDED_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
+FOLDED_OPS = SHAPE_OPS  # shape plumbing: no arena buffer, no C
 C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t"}
-
-
-# -- arena planning ---------------------------------------------------------------------------------
-@dataclass
-class ArenaPlan:
-    size: int
-    offsets: dict  # arena tensor index -> byte offset (a RESHAPE output has its input's)
-    nbytes: dict  # arena tensor index -> bytes
-    root: dict  # arena tensor index -> the tensor whose buffer it uses (itself unless aliased)
-    lifetimes: list  # per schedule: root -> (first, last) position, inclusive
-
-
-def _lifetimes(graph, order, root, keep_alive) -> dict:
-    """Root tensor -> [first op that writes it, last op that reads it] as positions in ``order``."""
-    span = {}
-
-    def touch(tensor, position):
-        r = root[tensor]
-        first, last = span.get(r, (position, position))
-        span[r] = (min(first, position), max(last, position))
-
-    for index in graph.inputs:
-        touch(index, 0)  # written before the first op
-    for position, op_index in enumerate(order):
-        op = graph.ops[op_index]
-        for t in op.inputs + op.outputs:
-            if t in root:
-                touch(t, position)
-    end = len(order) - 1
-    for t in keep_alive:
-        first, _ = span[root[t]]
-        span[root[t]] = (first, end)
-    return span
-
-
-def plan_arena(graph, root: dict, schedules, keep_alive) -> ArenaPlan:
-    """First-fit placement, largest tensor first: each buffer goes to the lowest aligned offset
-    where it overlaps no placed buffer that is alive at the same time in any of the schedules."""
-    nbytes = {t: graph.tensors[t].size_bytes for t in root}
-    lifetimes = [_lifetimes(graph, order, root, keep_alive) for order in schedules]
-    roots = sorted(set(root.values()), key=lambda r: (-nbytes[r], lifetimes[0][r][0], r))
-
-    def conflict(a, b):
-        return any(s[a][0] <= s[b][1] and s[b][0] <= s[a][1] for s in lifetimes)
-
-    placed = {}
-    for r in roots:
-        offset = 0
-        taken = sorted((placed[o], placed[o] + nbytes[o]) for o in placed if conflict(o, r))
-        for start, stop in taken:
-            if offset + nbytes[r] <= start:
-                break
-            offset = max(offset, -(-stop // ALIGNMENT) * ALIGNMENT)
-        placed[r] = offset
-    size = max((placed[r] + nbytes[r] for r in placed), default=0)
-    size = -(-size // ALIGNMENT) * ALIGNMENT
-    return ArenaPlan(size, {t: placed[root[t]] for t in root}, nbytes, dict(root), lifetimes)
 
 
 # -- the render context ---------------------------------------------------------------------------------
@@ -192,22 +135,10 @@ def _check_supported(graph) -> None:
         raise ZoEdgeError(f"{graph.source} outputs a computed shape; the firmware export takes an int8 output")
 
 
-def _split(engine, trainable) -> tuple[set, list]:
-    """(prefix op indices, boundary tensors) of ``Engine.split_frozen``; no trainable tensor: all prefix."""
-    if not trainable:
-        return {op.index for op in engine.graph.ops}, []
-    split = engine.split_frozen(trainable)
-    return {s.op.index for s in split.prefix}, list(split.boundary)
-
-
 def _arena_roots(graph) -> dict:
-    """Activation tensor -> the tensor whose arena buffer holds it (a RESHAPE output: its input's)."""
-    root = {t: t for t in graph.inputs}
-    for op in graph.ops:
-        if op.opcode in ALIAS_OPS:
-            root[op.outputs[0]] = root[op.inputs[0]]
-        elif op.opcode in KERNELS:
-            root[op.outputs[0]] = op.outputs[0]
+    """Activation tensor -> the tensor whose arena buffer holds it (``zo_edge.planner.arena_roots``);
+    every activation must be int8."""
+    root = arena_roots(graph)
     for t in root:
         if graph.tensors[t].dtype != np.int8:
             raise ZoEdgeError(f"activation {t} ({graph.tensors[t].name}) is not int8; export an int8-interface model")
@@ -250,12 +181,11 @@ def build_context(graph, roles: dict, trainable_roles=None) -> tuple[dict, Arena
             raise ZoEdgeError(f"{role} (tensor {index}) is not a constant tensor; it cannot be trainable state")
 
     engine = Engine(graph)
-    prefix_ops, boundary = _split(engine, list(trainable))
+    # the arena (zo_edge.planner): graph order and prefix-then-suffix, the boundary kept alive
+    schedules = split_schedules(graph, list(trainable), engine=engine)
+    prefix_ops, boundary = schedules.prefix_ops, schedules.boundary
     root = _arena_roots(graph)
-    boundary = [t for t in boundary if t in root]  # a shape folded at export needs no memory
-    graph_order = [op.index for op in graph.ops]
-    split_order = [i for i in graph_order if i in prefix_ops] + [i for i in graph_order if i not in prefix_ops]
-    plan = plan_arena(graph, root, [graph_order, split_order], keep_alive=set(boundary) | set(graph.outputs))
+    plan = plan_training_arena(graph, root=root, schedules=schedules)
 
     # where each tensor lives in C: the arena (activations), state (trainable: RAM), flash (other constants)
     tensors = {t: dict(index=t, where="arena", offset=plan.offsets[t], bytes=plan.nbytes[t]) for t in root}
