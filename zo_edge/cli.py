@@ -291,6 +291,68 @@ def verify_firmware_cmd(fw_dir, board, steps, timeout_s, compiler, as_json):
         sys.exit(1)
 
 
+@cli.command("profile")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--device", "device_name", default=None,
+              help="Device key from the catalogue (e.g. nrf52840, stm32f746, rp2040); an unknown key lists them.")
+@click.option("--method", "method", default="zo-fc", show_default=True,
+              help="Configuration to check: zo-fc, fo (backprop through the adapter), inference, or all.")
+@click.option("--devices", "devices_file", type=click.Path(dir_okay=False),
+              help="Your own device catalogue (TOML, the format of zo_edge/devices.toml): adds or overrides devices.")
+@click.option("--batch-size", type=int, default=None, help="Samples per step (default 48).")
+@click.option("--q", type=int, default=None, help="Queries per step (default 4).")
+@click.option("--master", default=None, help="int16 (default) keeps a 16-bit master copy of int8 weights; int8 none.")
+@click.option("--momentum", type=float, default=None, help="SGD momentum, 0 for none and no momentum state (default 0.9).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: device, and per configuration ram_bytes, flash_bytes, components, fits.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Also write a PNG: stacked bars per configuration, the device's SRAM and flash as lines.")
+def profile_cmd(run_dir, device_name, method, devices_file, batch_size, q, master, momentum, as_json, plot_path):
+    """Estimate RAM and flash of the run's model on a device for inference only, ZO-FC and first-order
+    backprop (fo): per component, totals, headroom and a verdict. Learner options are those of
+    `zo-edge simulate` (int8 mode).
+
+    \b
+    Exit codes:
+      0  the selected configuration(s) fit the device's SRAM and flash
+      3  a selected configuration does not fit (the verdict says by how much)
+      2  an error (unknown device, malformed catalogue, run folder without a model, ...)
+
+    \b
+    Examples:
+      zo-edge profile runs/kws --device nrf52840
+      zo-edge profile runs/kws --device stm32l432kc --method all --plot budget.png
+      zo-edge profile runs/kws --device my-board --devices my-devices.toml --json
+    """
+    from zo_edge.build import load_run
+    from zo_edge.devices import get_device, load_catalogue
+    from zo_edge.learners import LearnerConfig
+    from zo_edge.profile import METHOD_CHOICES, check_plot_path, format_profile, plot_profile
+    from zo_edge.profile import profile as run_profile
+
+    if method not in METHOD_CHOICES:
+        raise ZoEdgeError(f"unknown method {method!r} (--method); choose one of {', '.join(METHOD_CHOICES)}")
+    if plot_path:
+        check_plot_path(plot_path)
+    catalogue = load_catalogue(extra=devices_file)
+    if device_name is None:
+        raise ZoEdgeError(f"give --device KEY; known devices: {', '.join(sorted(catalogue))}")
+    device = get_device(device_name, catalogue)
+    flags = {"batch_size": batch_size, "q": q, "master": master, "momentum": momentum}
+    config = LearnerConfig(method="zo-fc", mode="int8", **{k: v for k, v in flags.items() if v is not None}).check()
+    result = run_profile(load_run(run_dir), config, device, method)
+    if plot_path:
+        plot_profile(result, plot_path)
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(format_profile(result))
+        if plot_path:
+            click.echo(f"wrote {plot_path}")
+    if not result["fits"]:
+        sys.exit(3)
+
+
 @cli.command()
 @click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the demo's run (reused when it is already complete).")

@@ -1,0 +1,173 @@
+"""`zo-edge profile`: budgets against a device catalogue, the JSON schema, exit codes 0/3/2, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.test_cli import assert_one_line_error, zo_edge
+from zo_edge.devices import CORES, load_catalogue
+from zo_edge.errors import ZoEdgeError
+
+REQUIRED = ("stm32f746", "stm32h743", "stm32l4r5", "nrf52840", "rp2040")
+CONFIGURATIONS = ("inference", "zo-fc", "fo")
+
+GOOD = """
+[devices.{key}]
+name = "A test part"
+core = "cortex-m4"
+fpu = true
+sram_bytes = {sram}
+flash_bytes = {flash}
+clock_hz = 48_000_000
+source = "this test"
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from zo_edge.build import build_run
+
+    out = tmp_path_factory.mktemp("profile") / "run"
+    build_run(out, dataset="digits", epochs=2, log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+    path = tmp_path_factory.mktemp("devices") / "mine.toml"
+    path.write_text(GOOD.format(key="tiny", sram=1024, flash=2048) + GOOD.format(key="huge", sram=1 << 30, flash=1 << 30))
+    return path
+
+
+def test_bundled_catalogue_has_the_required_parts_each_with_a_source():
+    devices = load_catalogue()
+    for key in REQUIRED:
+        assert key in devices, key
+    assert any(key.startswith("apollo") for key in devices)
+    for key, dev in devices.items():
+        assert dev.source.strip(), key
+        assert dev.core in CORES
+        assert dev.sram_bytes > 0 and dev.flash_bytes > 0 and dev.clock_hz > 0
+    # the well-known headline figures
+    assert (devices["stm32f746"].sram_bytes, devices["stm32f746"].flash_bytes) == (320 << 10, 1 << 20)
+    assert (devices["nrf52840"].sram_bytes, devices["nrf52840"].flash_bytes, devices["nrf52840"].clock_hz) == \
+        (256 << 10, 1 << 20, 64_000_000)
+    assert devices["rp2040"].sram_bytes == 264 << 10 and devices["rp2040"].core == "cortex-m0plus"
+    assert not devices["rp2040"].fpu
+
+
+def test_user_catalogue_adds_devices_and_overrides_fields(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(GOOD.format(key="my-board", sram=4096, flash=8192) + "\n[devices.nrf52840]\nflash_bytes = 868_352\n")
+    devices = load_catalogue(extra=path)
+    assert devices["my-board"].sram_bytes == 4096
+    assert devices["nrf52840"].flash_bytes == 868_352 and devices["nrf52840"].sram_bytes == 256 << 10
+    assert set(load_catalogue()) < set(devices)
+
+
+@pytest.mark.parametrize("entry, field", [
+    ({"sram_bytes": None}, "sram_bytes"),  # missing
+    ({"flash_bytes": "-5"}, "flash_bytes"),  # negative
+    ({"clock_hz": "48.5e6"}, "clock_hz"),  # not an integer
+    ({"sram_bytes": '"256 KiB"'}, "sram_bytes"),  # not an integer
+    ({"core": '"cortex-a53"'}, "core"),  # no such core
+    ({"fpu": '"yes"'}, "fpu"),
+    ({"source": None}, "source"),
+])
+def test_malformed_entry_names_file_device_and_field(tmp_path, entry, field):
+    lines = {"name": '"Broken"', "core": '"cortex-m4"', "fpu": "true", "sram_bytes": "1024", "flash_bytes": "2048",
+             "clock_hz": "1000000", "source": '"here"'}
+    lines.update(entry)
+    path = tmp_path / "broken.toml"
+    path.write_text("[devices.broken]\n" + "".join(f"{k} = {v}\n" for k, v in lines.items() if v is not None))
+    with pytest.raises(ZoEdgeError) as exc:
+        load_catalogue(extra=path)
+    message = str(exc.value)
+    assert "\n" not in message
+    assert str(path) in message and "'broken'" in message and repr(field) in message, message
+
+
+def test_json_has_device_and_every_configuration(run_dir):
+    result = zo_edge("profile", run_dir, "--device", "nrf52840", "--method", "all", "--json")
+    assert result.returncode in (0, 3), result.stderr
+    report = json.loads(result.stdout)
+    device = report["device"]
+    assert {"name", "core", "sram_bytes", "flash_bytes", "clock_hz", "source"} <= set(device)
+    assert device["sram_bytes"] == 256 << 10 and device["core"] == "cortex-m4"
+    configs = report["configurations"]
+    assert set(configs) == set(CONFIGURATIONS)
+    for name, entry in configs.items():
+        assert isinstance(entry["ram_bytes"], int) and entry["ram_bytes"] > 0, name
+        assert isinstance(entry["flash_bytes"], int) and entry["flash_bytes"] > 0, name
+        comps = entry["components"]
+        assert comps["ram"] and comps["flash"]
+        assert all(isinstance(v, int) and v >= 0 for part in comps.values() for v in part.values())
+        assert entry["ram_bytes"] == sum(comps["ram"].values())
+        assert entry["flash_bytes"] == sum(comps["flash"].values())
+        assert entry["fits"] == (entry["ram_bytes"] <= device["sram_bytes"] and entry["flash_bytes"] <= device["flash_bytes"])
+        assert entry["ram_headroom_bytes"] == device["sram_bytes"] - entry["ram_bytes"]
+    # training needs RAM beyond inference
+    assert configs["zo-fc"]["ram_bytes"] > configs["inference"]["ram_bytes"]
+    assert configs["fo"]["ram_bytes"] > configs["inference"]["ram_bytes"]
+    assert report["selected"] == list(CONFIGURATIONS)
+    assert report["fits"] == all(e["fits"] for e in configs.values())
+    assert result.returncode == (0 if report["fits"] else 3)
+
+
+def test_exit_3_on_a_tiny_device_with_the_shortfall(run_dir, catalogue):
+    result = zo_edge("profile", run_dir, "--device", "tiny", "--devices", catalogue)
+    assert result.returncode == 3, result.stderr
+    assert "zo-fc does not fit tiny: needs" in result.stdout and "more SRAM" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_exit_0_on_a_big_device_with_table_and_plot(run_dir, catalogue, tmp_path):
+    plot = tmp_path / "budget.png"
+    result = zo_edge("profile", run_dir, "--device", "HUGE", "--devices", catalogue, "--method", "all",
+                     "--batch-size", 8, "--q", 2, "--momentum", 0, "--plot", plot)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for name in CONFIGURATIONS:
+        assert f"{name} fits huge:" in out
+    assert "total" in out and "headroom" in out and "device SRAM" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_device_lists_the_known_ones(run_dir):
+    result = zo_edge("profile", run_dir, "--device", "esp32")
+    assert result.returncode == 2
+    assert_one_line_error(result, "unknown device 'esp32'", "nrf52840", "stm32f746", "rp2040")
+
+
+def test_malformed_catalogue_entry_is_a_one_line_error(run_dir, tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(GOOD.format(key="bad", sram=-1, flash=1024))
+    result = zo_edge("profile", run_dir, "--device", "bad", "--devices", path)
+    assert result.returncode == 2
+    assert_one_line_error(result, str(path), "'bad'", "'sram_bytes'")
+
+
+def test_run_folder_without_a_model(tmp_path):
+    result = zo_edge("profile", tmp_path, "--device", "nrf52840")
+    assert result.returncode == 2
+    assert_one_line_error(result, "no model_int8.tflite", "zo-edge build")
+
+
+def test_help_documents_exit_code_3():
+    result = zo_edge("profile", "--help")
+    assert result.returncode == 0
+    assert "3  a selected configuration does not fit" in result.stdout
+
+
+def test_exit_code_follows_the_selected_configurations(run_dir, tmp_path):
+    """A device with exactly zo-fc's RAM: zo-fc fits (0), fo does not (3), and all is 3 because fo is in it."""
+    report = json.loads(zo_edge("profile", run_dir, "--device", "nrf52840", "--method", "all", "--json").stdout)
+    need = report["configurations"]["zo-fc"]["ram_bytes"]
+    assert report["configurations"]["fo"]["ram_bytes"] > need
+    path = tmp_path / "exact.toml"
+    path.write_text(GOOD.format(key="exact", sram=need, flash=1 << 20))
+    codes = {m: zo_edge("profile", run_dir, "--device", "exact", "--devices", path, "--method", m).returncode
+             for m in ("zo-fc", "fo", "all")}
+    assert codes == {"zo-fc": 0, "fo": 3, "all": 3}

@@ -1,0 +1,228 @@
+"""RAM and flash budgets against a device: what ``zo-edge profile`` computes, prints and plots.
+
+The estimates come from ``zo_edge.memory.estimate`` (one Budget per configuration: inference only,
+ZO-FC, first-order backprop through the adapter); this module sets them against a device from the
+catalogue (``zo_edge.devices``): headroom, whether each configuration fits, and a verdict.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zo_edge.devices import Device
+from zo_edge.errors import ZoEdgeError
+
+METHOD_CHOICES = ("zo-fc", "fo", "inference", "all")
+
+
+def _configurations() -> tuple[str, ...]:
+    from zo_edge.memory import CONFIGURATIONS
+
+    return tuple(CONFIGURATIONS)
+
+
+def resolve_methods(methods) -> list[str]:
+    """'all', one configuration name, or a list of them -> the configurations, in catalogue order."""
+    known = _configurations()
+    if isinstance(methods, str):
+        methods = [methods]
+    methods = list(methods)
+    if "all" in methods:
+        return list(known)
+    for m in methods:
+        if m not in known:
+            raise ZoEdgeError(f"unknown method {m!r} (--method); choose one of {', '.join(known)} or all")
+    if not methods:
+        raise ZoEdgeError(f"give at least one method (--method): {', '.join(known)} or all")
+    return [c for c in known if c in methods]
+
+
+def kib(n: float) -> str:
+    """Bytes as KiB: whole numbers without decimals ('256 KiB'), the rest with one ('41.2 KiB')."""
+    value = n / 1024
+    if value == int(value):
+        return f"{int(value)} KiB"
+    return f"{value:.1f} KiB"
+
+
+def _verdict(name: str, entry: dict, device: dict) -> str:
+    key, sram, flash = device["key"], device["sram_bytes"], device["flash_bytes"]
+    ram, fl = entry["ram_bytes"], entry["flash_bytes"]
+    if entry["fits"]:
+        return (f"{name} fits {key}: {kib(ram)} of {kib(sram)} SRAM ({kib(sram - ram)} headroom), "
+                f"{kib(fl)} of {kib(flash)} flash ({kib(flash - fl)} headroom)")
+    short = []
+    if ram > sram:
+        short.append(f"{kib(ram - sram)} more SRAM ({kib(ram)} of {kib(sram)})")
+    if fl > flash:
+        short.append(f"{kib(fl - flash)} more flash ({kib(fl)} of {kib(flash)})")
+    return f"{name} does not fit {key}: needs {' and '.join(short)}"
+
+
+def profile(run: dict, config, device: Device, methods="zo-fc", code_bytes: dict | None = None) -> dict:
+    """Budgets of every configuration of the run's model, set against ``device``.
+
+    Returns ``{"device", "run_dir", "learner", "selected", "configurations": {name: {configuration,
+    ram_bytes, flash_bytes, components: {ram, flash}, notes, ram_headroom_bytes, flash_headroom_bytes,
+    fits_ram, fits_flash, fits}}, "fits", "verdicts"}``. ``fits`` and ``verdicts`` cover the selected
+    ``methods`` ('all', one configuration or a list); every configuration is estimated either way, so the
+    cost of training over inference is always there to compare.
+    """
+    from zo_edge.memory import estimate
+
+    selected = resolve_methods(methods)
+    dev = device.to_json()
+    configurations = {}
+    for name in _configurations():
+        budget = estimate(run, config, name, code_bytes)
+        entry = budget.to_json()
+        ram, flash = int(budget.ram_bytes), int(budget.flash_bytes)
+        entry.update({
+            "ram_bytes": ram,
+            "flash_bytes": flash,
+            "ram_headroom_bytes": device.sram_bytes - ram,
+            "flash_headroom_bytes": device.flash_bytes - flash,
+            "fits_ram": ram <= device.sram_bytes,
+            "fits_flash": flash <= device.flash_bytes,
+        })
+        entry["fits"] = entry["fits_ram"] and entry["fits_flash"]
+        configurations[name] = entry
+    verdicts = [_verdict(name, configurations[name], dev) for name in selected]
+    return {
+        "device": dev,
+        "run_dir": run.get("run_dir"),
+        "model": {k: run.get("settings", {}).get(k) for k in ("arch", "dataset", "adapter_position", "adapter_width")},
+        "learner": config.to_json() if hasattr(config, "to_json") else dict(config),
+        "selected": selected,
+        "configurations": configurations,
+        "fits": all(configurations[name]["fits"] for name in selected),
+        "verdicts": verdicts,
+    }
+
+
+def _components(result: dict, memory: str) -> list[str]:
+    """Component names in first-seen order over the configurations."""
+    names: list[str] = []
+    for entry in result["configurations"].values():
+        for name in entry["components"][memory]:
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def format_profile(result: dict) -> str:
+    """The budget as text: a table per component with the configurations side by side (KiB), totals,
+    the device's capacity, headroom, fits, then one verdict line per selected configuration and the notes."""
+    dev = result["device"]
+    configs = list(result["configurations"])
+    selected = set(result["selected"])
+    head = [c + ("*" if c in selected and len(selected) < len(configs) else "") for c in configs]
+    rows: list[tuple[str, list[str]]] = []
+
+    def value(n) -> str:
+        if n is None:
+            return "-"
+        return "<0.1" if 0 < n < 0.05 * 1024 else f"{n / 1024:.1f}"
+
+    for memory, total_key, capacity, label in (("ram", "ram_bytes", dev["sram_bytes"], "SRAM"),
+                                               ("flash", "flash_bytes", dev["flash_bytes"], "flash")):
+        rows.append((f"{'RAM' if memory == 'ram' else 'flash'} (KiB)", [""] * len(configs)))
+        for comp in _components(result, memory):
+            rows.append((f"  {comp}", [value(result["configurations"][c]["components"][memory].get(comp))
+                                       for c in configs]))
+        totals = [result["configurations"][c][total_key] for c in configs]
+        rows.append(("  total", [value(t) for t in totals]))
+        rows.append((f"  device {label}", [value(capacity)] * len(configs)))
+        rows.append(("  headroom", [value(capacity - t) for t in totals]))
+        rows.append(("", [""] * len(configs)))
+    rows.append(("fits", ["yes" if result["configurations"][c]["fits"] else "NO" for c in configs]))
+
+    width0 = max(len(r[0]) for r in rows)
+    widths = [max(len(h), *(len(r[1][i]) for r in rows)) for i, h in enumerate(head)]
+    lines = []
+    model = result.get("model") or {}
+    what = ", ".join(str(model[k]) for k in ("arch", "dataset") if model.get(k))
+    run_dir = result.get("run_dir") or "run"
+    lines.append(f"{run_dir}{f' ({what})' if what else ''} on {_describe(dev)}")
+    lines.append(f"  figures: {dev['source']}")
+    if dev.get("sram_note"):
+        lines.append(f"  SRAM counted: {dev['sram_note']}")
+    learner = result.get("learner") or {}
+    if learner:
+        lines.append("learner: " + ", ".join(f"{k} {learner[k]}" for k in ("mode", "batch_size", "q", "master", "momentum")
+                                             if k in learner))
+    lines.append("")
+    lines.append(" " * width0 + "  " + "  ".join(h.rjust(w) for h, w in zip(head, widths)))
+    for label, cells in rows:
+        lines.append((label.ljust(width0) + "  " + "  ".join(c.rjust(w) for c, w in zip(cells, widths))).rstrip())
+    if "*" in "".join(head):
+        lines.append("(* the configuration(s) --method selected)")
+    lines.append("")
+    lines.extend(result["verdicts"])
+    notes = {}
+    for c in configs:
+        for k, v in (result["configurations"][c].get("notes") or {}).items():
+            notes.setdefault(k, v)
+    if notes:
+        lines.append("")
+        lines.append("notes:")
+        lines.extend(f"  {k}: {v}" for k, v in notes.items())
+    return "\n".join(lines)
+
+
+def _describe(dev: dict) -> str:
+    fpu = "with FPU" if dev["fpu"] else "no FPU"
+    mhz = dev["clock_hz"] / 1e6
+    return (f"{dev['key']} ({dev['name']}): {dev['core']} {fpu}, {mhz:g} MHz, "
+            f"{kib(dev['sram_bytes'])} SRAM, {kib(dev['flash_bytes'])} flash")
+
+
+def check_plot_path(path) -> Path:
+    """The --plot target, refused early (before any estimate) unless it names a .png file."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ZoEdgeError(f"--plot {path}: give a .png file name")
+    if path.is_dir():
+        raise ZoEdgeError(f"--plot {path} is a folder; give a .png file name")
+    return path
+
+
+def plot_profile(result: dict, path) -> Path:
+    """Two panels (RAM, flash): a stacked bar of components per configuration, with the device's SRAM and
+    flash as horizontal lines. Saved as PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = check_plot_path(path)
+    dev = result["device"]
+    configs = list(result["configurations"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))
+    cmap = plt.get_cmap("tab20")
+    palette = [cmap(i) for i in (*range(0, 20, 2), *range(1, 20, 2))]  # the ten strong colours, then the light ones
+    for ax, memory, capacity, label in ((axes[0], "ram", dev["sram_bytes"], "SRAM"),
+                                        (axes[1], "flash", dev["flash_bytes"], "flash")):
+        comps = _components(result, memory)
+        bottoms = [0.0] * len(configs)
+        for i, comp in enumerate(comps):
+            heights = [result["configurations"][c]["components"][memory].get(comp, 0) / 1024 for c in configs]
+            ax.bar(configs, heights, bottom=bottoms, color=palette[i % len(palette)], label=comp, edgecolor="white", linewidth=0.5)
+            bottoms = [b + h for b, h in zip(bottoms, heights)]
+        for x, (c, total) in enumerate(zip(configs, bottoms)):
+            fits = result["configurations"][c]["fits_ram" if memory == "ram" else "fits_flash"]
+            ax.annotate(f"{total:.1f}", (x, total), ha="center", va="bottom", fontsize=8,
+                        color="black" if fits else "red")
+        ax.axhline(capacity / 1024, color="red", linestyle="--", linewidth=1.2)
+        ax.text(len(configs) - 0.5, capacity / 1024, f"{dev['key']} {label} {kib(capacity)}", ha="right",
+                va="bottom", fontsize=8, color="red")
+        ax.set_ylim(0, max(capacity / 1024, max(bottoms, default=0)) * 1.12)
+        ax.set_ylabel(f"{'RAM' if memory == 'ram' else 'flash'} (KiB)")
+        ax.set_title(f"{'RAM' if memory == 'ram' else 'flash'} by component")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False)
+    fig.suptitle(f"{result.get('run_dir') or 'run'} on {dev['key']}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
