@@ -3,7 +3,8 @@
 Today: the bundled spoken digits, a class-incremental scenario, a DS-CNN pretrained and quantised
 with an identity-initialised adapter, the int8 engine checked against TFLM on the whole test split,
 ZO-FC against its baselines in int8 mode, and the exported firmware checked byte for byte against
-the simulator on the host and in QEMU. Later stages (budgets) append their steps.
+the simulator on the host and in QEMU, and the RAM/flash budget of inference, ZO-FC and backprop on a
+64 KiB part.
 """
 
 from __future__ import annotations
@@ -63,7 +64,25 @@ def run_demo(out_dir: Path, rebuild: bool = False, echo=print) -> dict:
         raise ZoEdgeError("the engine and TFLM differ on the demo model; this is a bug, please report it")
     comparison = _simulate_methods(run_dir, echo)
     firmware = _firmware(run_dir, out_dir / "fw", echo)
-    return {"run": str(run_dir), "verify": report, "simulate": comparison, "firmware": firmware}
+    budget = _budget(run, echo)
+    return {"run": str(run_dir), "verify": report, "simulate": comparison, "firmware": firmware, "budget": budget}
+
+
+DEMO_DEVICE = "stm32l432kc"  # 64 KiB SRAM, 256 KiB flash: the smallest part the default model should learn on
+
+
+def _budget(run: dict, echo) -> dict:
+    """Stage 5: RAM and flash of inference, zo-fc and backprop for the default model on a small part."""
+    from zo_edge.devices import get_device, load_catalogue
+    from zo_edge.learners import LearnerConfig
+    from zo_edge.profile import format_profile, profile
+
+    echo(f"== 5. budget on {DEMO_DEVICE} (estimate; `zo-edge profile {run['run_dir']} --device {DEMO_DEVICE} --method all`)")
+    result = profile(run, LearnerConfig(method="zo-fc", mode="int8"), get_device(DEMO_DEVICE, load_catalogue()), "all")
+    text = format_profile(result)
+    for line in text[: text.find("\nnotes")].splitlines():  # the table and verdicts; the notes stay in --help's command
+        echo("   " + line)
+    return {name: {k: c[k] for k in ("ram_bytes", "flash_bytes", "fits")} for name, c in result["configurations"].items()}
 
 
 def _firmware(run_dir: Path, fw_dir: Path, echo) -> dict:
