@@ -307,7 +307,12 @@ def verify_firmware_cmd(fw_dir, board, steps, timeout_s, compiler, as_json):
               help="Print one JSON object: device, and per configuration ram_bytes, flash_bytes, components, fits.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Also write a PNG: stacked bars per configuration, the device's SRAM and flash as lines.")
-def profile_cmd(run_dir, device_name, method, devices_file, batch_size, q, master, momentum, as_json, plot_path):
+@click.option("--firmware", "fw_dir", type=click.Path(file_okay=False),
+              help="An exported firmware folder (zo-edge export): build it, run it in QEMU and put the measured "
+                   "library flash, static RAM and stack high-water mark beside the zo-fc estimate (its learner "
+                   "settings replace the flags).")
+def profile_cmd(run_dir, device_name, method, devices_file, batch_size, q, master, momentum, as_json, plot_path,
+                fw_dir):
     """Estimate RAM and flash of the run's model on a device for inference only, ZO-FC and first-order
     backprop (fo): per component, totals, headroom and a verdict. Learner options are those of
     `zo-edge simulate` (int8 mode).
@@ -340,13 +345,32 @@ def profile_cmd(run_dir, device_name, method, devices_file, batch_size, q, maste
     device = get_device(device_name, catalogue)
     flags = {"batch_size": batch_size, "q": q, "master": master, "momentum": momentum}
     config = LearnerConfig(method="zo-fc", mode="int8", **{k: v for k, v in flags.items() if v is not None}).check()
+    measured = None
+    if fw_dir:
+        from firmware_export.export import learner_config, read_export
+        from firmware_export.measure import measure_firmware
+
+        config = learner_config(read_export(fw_dir))
+        measured = measure_firmware(fw_dir, log=(lambda m: None) if as_json else (lambda m: click.echo(m, err=True)))
     result = run_profile(load_run(run_dir), config, device, method)
+    if measured:
+        estimate = result["configurations"]["zo-fc"]
+        measured["estimate"] = {"ram_bytes": estimate["ram_bytes"], "flash_bytes": estimate["flash_bytes"]}
+        measured["estimate_error"] = {k: round(estimate[k] / measured[k] - 1, 4) for k in ("ram_bytes", "flash_bytes")}
+        result["measured"] = measured
     if plot_path:
         plot_profile(result, plot_path)
     if as_json:
         _echo_json(result)
     else:
         click.echo(format_profile(result))
+        if measured:
+            e = measured["estimate_error"]
+            click.echo(f"measured on {measured['board']} (zo-edge library as linked, stack painted and scanned): "
+                       f"RAM {measured['ram_bytes']:,} B = static {measured['library']['ram_static_bytes']:,} + stack "
+                       f"{measured['stack_high_water_bytes']:,}; flash {measured['flash_bytes']:,} B. zo-fc estimate "
+                       f"{measured['estimate']['ram_bytes']:,} B RAM ({e['ram_bytes']:+.1%}), "
+                       f"{measured['estimate']['flash_bytes']:,} B flash ({e['flash_bytes']:+.1%})")
         if plot_path:
             click.echo(f"wrote {plot_path}")
     if not result["fits"]:

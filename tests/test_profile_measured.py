@@ -1,0 +1,27 @@
+"""`zo-edge profile --firmware`: the estimate of the default model's zo-fc budget is within 10% of what
+the exported firmware measures on mps2-an386 (the library as linked, and the painted stack)."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import require_tools
+from tests.test_cli import zo_edge
+
+
+def test_default_model_estimate_is_within_10_percent_of_the_measured_firmware(tmp_path):
+    require_tools("arm-none-eabi-gcc", "qemu-system-arm", "make")
+    from zo_edge.build import build_run
+
+    run = tmp_path / "kws"
+    build_run(run, epochs=2, log=lambda m: None)  # the default model: DS-CNN on spoken digits
+    fw = tmp_path / "fw"
+    exported = zo_edge("export", run, "--out", fw, "--batch-size", 2, "--q", 2, "--steps", 2, "--every", 1)
+    assert exported.returncode == 0, exported.stderr
+    result = zo_edge("profile", run, "--device", "mps2-an386", "--firmware", fw, "--json")
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(result.stdout)["measured"]
+    assert measured["board"] == "mps2-an386" and measured["stack_high_water_bytes"] > 0
+    assert measured["library"]["objects"]["zoedge_train.o"]["ram"] > 0  # the train step was linked and measured
+    for key in ("ram_bytes", "flash_bytes"):
+        assert abs(measured["estimate_error"][key]) <= 0.10, (key, measured)
