@@ -35,6 +35,7 @@ import numpy as np
 from firmware_export import fixed_export
 from firmware_export.model_export import build_context
 from firmware_export.render import render
+from zo_edge import memory
 from zo_edge.errors import ZoEdgeError
 from zo_edge.learners import fixed
 from zo_edge.learners.config import LearnerConfig
@@ -60,6 +61,7 @@ class ExportedTrain:
     state_bytes: int
     state_tag: int
     ram_bytes: int  # static RAM of zoedge_train.c (the model's RAM tensors are zoedge_model.c's)
+    classifier_layout: str | None = None  # "accumulate" or "per_sample" (None: no classifier step)
 
 
 def _rows(values) -> list[list[int]]:
@@ -183,8 +185,12 @@ def _vector_context(name: str, vec, learner, lr: float, model_state: dict, alias
             "momentum": bool(learner.config.momentum)}
 
 
-def train_context(learner) -> dict:
-    """Everything the templates need, as plain numbers and lists."""
+def train_context(learner, classifier_layout: str = "auto") -> dict:
+    """Everything the templates need, as plain numbers and lists. ``classifier_layout``: how the classifier's
+    batch gradient is held, "accumulate", "per_sample" or "auto" (the smaller; same integers either way)."""
+    if classifier_layout not in ("auto", *memory.CLASSIFIER_LAYOUTS):
+        raise ZoEdgeError(f"unknown classifier layout {classifier_layout!r}; one of auto, "
+                          f"{', '.join(memory.CLASSIFIER_LAYOUTS)}")
     cfg, run = learner.config, learner.run
     graph, roles = learner.graph, run["roles"]
     B = cfg.batch_size
@@ -223,10 +229,13 @@ def train_context(learner) -> dict:
         mult_w = _multiplier(to_q20 * learner.h_scale, "the classifier gradient scale")
         mult_b = _multiplier(to_q20, "the classifier bias gradient scale")
         # |e| <= 2^16 and |h - zp| <= 255: a sum over B samples fits int32 while B * 2^16 * 255 < 2^31
-        wide = B * (1 << fixed.LOSS_BITS) * 255 >= 1 << 31
+        wide = memory.wide_accumulator(B)
+        # the smaller of two layouts giving the same integers (zo_edge.memory.classifier_layout_bytes)
+        layout, _ = memory.classifier_layout(B, C, D, model["arena_size"], classifier_layout)
         fc.update(features=D, h_tensor=int(learner.features_index), h_zero_point=int(learner.h_zero_point),
                   mult_w=[int(mult_w.mult[0]), int(mult_w.rshift[0])],
                   mult_b=[int(mult_b.mult[0]), int(mult_b.rshift[0])], wide_accumulator=wide,
+                  layout=layout, grad_in_arena=model["arena_size"] >= 4 * learner.fc.n,
                   clip_q20=fixed_export.CLIP_OFF)  # Int8Learner: the classifier's update is never clipped
         ctx["fc"] = fc
     ctx["vectors"] = [v for v in (ctx["zo"], ctx["fc"]) if v is not None]
@@ -249,11 +258,19 @@ def _ram_items(ctx) -> list[tuple[str, int]]:
     if ctx["zo"] is not None:
         items.append(("probe loss sums and differences (int64)", 8 * 3 * ctx["q"]))
     fc = ctx["fc"]
-    if fc is not None:
+    if fc is not None and fc["layout"] == "per_sample":
+        B, C, F = ctx["batch"], ctx["num_classes"], fc["features"]
+        items += [(f"classifier layout per_sample: softmax errors of the batch (int32, {B} x {C})", 4 * B * C),
+                  (f"classifier layout per_sample: classifier inputs of the batch (int8, {B} x {F})", B * F)]
+        if not fc["grad_in_arena"]:
+            items.append(("classifier gradient (int32; the arena is too small to hold it)", 4 * fc["n"]))
+    elif fc is not None:
         if fc["wide_accumulator"]:
-            items += [("classifier gradient accumulators (int64)", 8 * fc["n"]), ("classifier gradient", 4 * fc["n"])]
+            items += [("classifier layout accumulate: gradient accumulators (int64)", 8 * fc["n"]),
+                      ("classifier gradient", 4 * fc["n"])]
         else:
-            items.append(("classifier gradient accumulators (int32, the gradient in place)", 4 * fc["n"]))
+            items.append(("classifier layout accumulate: gradient accumulators (int32, the gradient in place)",
+                          4 * fc["n"]))
         items.append(("softmax errors of one sample", 4 * ctx["num_classes"]))
     items.append(("step, events, flags, the open batch's allowed classes",
                   20 + 4 * (fc is not None) + ctx["num_classes"]))
@@ -277,17 +294,20 @@ def _check_h_survives_suffix(h_index: int, model: dict, plan) -> None:
                                   "ends; the firmware reads it after the suffix")
 
 
-def render_train(run: dict, config: LearnerConfig, out_dir, *, test_main: bool = False) -> ExportedTrain:
+def render_train(run: dict, config: LearnerConfig, out_dir, *, test_main: bool = False,
+                 classifier_layout: str = "auto") -> ExportedTrain:
     """Write zoedge_train.h and .c (and host_train_main.c with ``test_main``) into out_dir.
 
     They go with the model (``model_export.render_model`` on the same run, default trainable roles) and
-    the integer twin (``fixed_export.render_fixed``) in one build.
+    the integer twin (``fixed_export.render_fixed``) in one build. ``classifier_layout``: see
+    ``train_context`` ("auto": the smaller; ZOEDGE_TRAIN_CLASSIFIER_LAYOUT in the header says which).
     """
     learner = export_learner(run, config)
-    ctx = train_context(learner)
+    ctx = train_context(learner, classifier_layout)
     out = Path(out_dir)
     names = list(LIBRARY_FILES) + ([TEST_MAIN_FILE] if test_main else [])
     files = [render(name + ".j2", out / name, **ctx) for name in names]
     return ExportedTrain(out_dir=out, files=files, learner=learner, batch=config.batch_size,
                          state_bytes=ctx["state_bytes"], state_tag=ctx["state_tag"],
-                         ram_bytes=sum(b for _, b in ctx["ram"]))
+                         ram_bytes=sum(b for _, b in ctx["ram"]),
+                         classifier_layout=ctx["fc"]["layout"] if ctx["fc"] else None)

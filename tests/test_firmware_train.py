@@ -105,11 +105,12 @@ class Variant:
     ram_bytes: int
 
 
-def export_variant(zoo: Zoo, name: str, sanitize: bool = False, **options) -> Variant:
+def export_variant(zoo: Zoo, name: str, sanitize: bool = False, classifier_layout: str = "auto",
+                   **options) -> Variant:
     """Render zoedge_train + host_train_main for a config and build the host program."""
     config = LearnerConfig(**{**BASE, **options})
     out = zoo.root / name
-    exported = render_train(zoo.run, config, out, test_main=True)
+    exported = render_train(zoo.run, config, out, test_main=True, classifier_layout=classifier_layout)
     exe = out / "host_train"
     train = [str(out / "zoedge_train.c"), str(out / "host_train_main.c")]
     if sanitize:  # every source under the sanitizers, not only the update step
@@ -311,6 +312,30 @@ def test_digits_variants_byte_for_byte(digits, name, steps, every, options):
     done = train_and_compare(digits, variant, steps=steps, every=every)
     if name in ("head", "zo"):
         compare_logits(digits, variant, done["learner"], done["dumps"][-variant.state_bytes :])
+
+
+@pytest.mark.parametrize("name, steps, every, options", [
+    ("zo-fc", 20, 5, dict()),
+    ("head-batch-130", 3, 1, dict(method="head", batch_size=130)),  # int64 sums in both layouts
+])
+def test_both_classifier_layouts_give_the_same_bytes(digits, name, steps, every, options):
+    """accumulate (per-element batch sums) and per_sample (the batch's e and h, summed after it): each
+    byte for byte with the simulator, hence with each other; auto renders the smaller."""
+    require_tools("gcc")
+    dumps, ram = {}, {}
+    for layout in ("accumulate", "per_sample"):
+        variant = export_variant(digits, f"{name}-{layout}", classifier_layout=layout, **options)
+        header = (variant.dir / "zoedge_train.h").read_text()
+        assert f'#define ZOEDGE_TRAIN_CLASSIFIER_LAYOUT "{layout}"' in header
+        assert f"#define ZOEDGE_TRAIN_CLASSIFIER_PER_SAMPLE {int(layout == 'per_sample')}" in header
+        dumps[layout] = train_and_compare(digits, variant, steps=steps, every=every)["dumps"]
+        ram[layout] = variant.ram_bytes
+    assert dumps["accumulate"] == dumps["per_sample"]
+    auto = render_train(digits.run, LearnerConfig(**{**BASE, **options}), digits.root / f"{name}-auto")
+    assert auto.classifier_layout == min(ram, key=lambda k: (ram[k], k != "accumulate"))
+    assert auto.ram_bytes == min(ram.values())
+    with pytest.raises(ZoEdgeError, match="layout"):
+        render_train(digits.run, LearnerConfig(**BASE), digits.root / "bad-layout", classifier_layout="dense")
 
 
 def test_sanitizers_see_nothing_in_10000_random_steps(digits):

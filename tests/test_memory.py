@@ -94,7 +94,14 @@ def test_zo_fc_overhead_is_trainable_state_plus_train_step_statics(zoo, name):
     assert state + statics == model_state + sum(b for _, b in ctx["ram"])
     assert memory.state_blob_bytes(learner) == state_size(learner) == ctx["state_bytes"]
     wide = cfg.batch_size * (1 << 16) * 255 >= 1 << 31
-    assert zo_fc.ram["classifier gradient accumulators"] == (12 if wide else 4) * learner.fc.n
+    B, C, n = cfg.batch_size, learner.num_classes, learner.fc.n
+    F = n // C - 1
+    per_sample = B * (4 * C + F) + (0 if zo_fc.ram["activation arena"] >= 4 * n else 4 * n)
+    accumulate = (12 if wide else 4) * n
+    layout = ctx["fc"]["layout"]
+    assert layout == ("per_sample" if per_sample < accumulate + 4 * C else "accumulate")  # the smaller
+    assert zo_fc.ram["classifier gradient accumulators"] == (per_sample if layout == "per_sample" else accumulate)
+    assert layout.replace("_", "-") in zo_fc.notes["classifier gradient accumulators"]
 
 
 def test_persistence_buffer_is_the_state_blob(zoo):

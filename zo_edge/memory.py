@@ -239,10 +239,57 @@ def _segment_bytes(vec) -> list[tuple]:
     return out
 
 
-def train_statics(learner) -> list[tuple[str, int, str]]:
+CLASSIFIER_LAYOUTS = ("accumulate", "per_sample")
+
+
+def wide_accumulator(batch: int) -> bool:
+    """|e| <= 2^16 and |h - zp| <= 255: a batch sum of e (h - zp) fits int32 while B x 2^16 x 255 < 2^31."""
+    return batch * (1 << 16) * 255 >= 1 << 31
+
+
+def classifier_layout_bytes(layout: str, batch: int, classes: int, features: int, arena_bytes: int) -> int:
+    """Static RAM of the classifier's gradient in one layout of zoedge_train.c (both give the same integers):
+    ``accumulate``: per-element batch sums of e (h - zp) and e, C x F + C values (int32, the Q20 gradient in
+    place; int64 sums + an int32 gradient when ``wide_accumulator``), plus one sample's softmax errors;
+    ``per_sample``: the batch's softmax errors (C int32 each) and classifier inputs (F int8 each), summed in
+    int64 per element after the batch; the int32 gradient is formed in the activation arena, idle then,
+    when it holds C x F + C int32 values (else in a buffer of its own)."""
+    n = classes * features + classes
+    if layout == "accumulate":
+        return (12 if wide_accumulator(batch) else 4) * n + 4 * classes
+    if layout == "per_sample":
+        return batch * (4 * classes + features) + (0 if arena_bytes >= 4 * n else 4 * n)
+    raise ZoEdgeError(f"unknown classifier layout {layout!r}; one of {', '.join(CLASSIFIER_LAYOUTS)}")
+
+
+def classifier_layout(batch: int, classes: int, features: int, arena_bytes: int,
+                      choice: str = "auto") -> tuple[str, int]:
+    """(layout, bytes): ``choice``, or with "auto" the smaller layout (``accumulate`` on a tie)."""
+    if choice == "auto":
+        sizes = {lay: classifier_layout_bytes(lay, batch, classes, features, arena_bytes) for lay in CLASSIFIER_LAYOUTS}
+        choice = min(CLASSIFIER_LAYOUTS, key=lambda lay: sizes[lay])  # min keeps the first on a tie
+    return choice, classifier_layout_bytes(choice, batch, classes, features, arena_bytes)
+
+
+def classifier_layout_note(layout: str, batch: int, classes: int, features: int, arena_bytes: int) -> str:
+    n = classes * features + classes
+    if layout == "accumulate":
+        if wide_accumulator(batch):
+            return (f"accumulate layout: {n:,} int64 batch sums + int32 gradient (batch {batch}: B x 2^16 x 255 "
+                    ">= 2^31)")
+        return (f"accumulate layout: {n:,} int32 batch sums of e x (h - zp), the Q20 gradient in place (batch "
+                f"{batch}: B x 2^16 x 255 < 2^31)")
+    where = ("the int32 gradient formed in the idle activation arena" if arena_bytes >= 4 * n
+             else f"+ an int32 gradient of {n:,} values (the arena is smaller)")
+    return (f"per-sample layout: the batch's softmax errors and classifier inputs, B x (4C + F) = {batch} x "
+            f"(4 x {classes} + {features}), summed in int64 after the batch; {where}")
+
+
+def train_statics(learner, arena_bytes: int = 0) -> list[tuple[str, int, str]]:
     """Static RAM of zoedge_train.c that is not the learner's stored state (``Int8Learner.state_bytes``):
     (component, bytes, note). Mirrors firmware_export.train_export._ram_items, whose other items (int16
-    masters, momentum) are trainable state here."""
+    masters, momentum) are trainable state here. ``arena_bytes``: the firmware's activation arena
+    (ZOEDGE_ARENA_SIZE), which the per-sample classifier layout borrows for its gradient."""
     cfg = learner.config
     C = learner.num_classes
     items = []
@@ -256,17 +303,13 @@ def train_statics(learner) -> list[tuple[str, int, str]]:
         items.append(("probe loss sums (int64)", 8 * 3 * cfg.q,
                       f"2q Q16 batch loss sums and q differences, int64: 24 x q = 24 x {cfg.q}"))
     if learner.fc is not None:
-        n = learner.fc.n
-        wide = cfg.batch_size * (1 << 16) * 255 >= 1 << 31
-        if wide:
-            items.append(("classifier gradient accumulators", 12 * n,
-                          (f"{n:,} values: int64 batch sums + int32 gradient (batch {cfg.batch_size}: "
-                           "B x 2^16 x 255 >= 2^31)")))
-        else:
-            items.append(("classifier gradient accumulators", 4 * n,
-                          (f"{n:,} int32 batch sums of e x (h - zp), the Q20 gradient in place (batch "
-                           f"{cfg.batch_size}: B x 2^16 x 255 < 2^31)")))
-        items.append(("softmax errors (one sample)", 4 * C, f"e = softmax - onehot, int32 x {C} classes"))
+        F = learner.fc.n // C - 1
+        layout, nbytes = classifier_layout(cfg.batch_size, C, F, arena_bytes)
+        one_sample = 4 * C if layout == "accumulate" else 0  # its own component below
+        items.append(("classifier gradient accumulators", nbytes - one_sample,
+                      classifier_layout_note(layout, cfg.batch_size, C, F, arena_bytes)))
+        if layout == "accumulate":
+            items.append(("softmax errors (one sample)", 4 * C, f"e = softmax - onehot, int32 x {C} classes"))
     flags = ", classifier on" if learner.fc is not None else ""
     items.append(("train-step flags and allowed classes", 20 + 4 * (learner.fc is not None) + C,
                   f"step, events, ready, open, added (uint32 each){flags} + the open batch's {C} allowed-class flags"))
@@ -336,7 +379,7 @@ def _zo_fc(run: dict, config, code_bytes, persist: bool) -> Budget:
     b.ram("momentum", state["momentum"],
           f"int32 Q20 velocity for every trained value (momentum {cfg.momentum:g}): 4 B x {sum(v.n for v in vectors):,}",
           "trainable state")
-    for name, nbytes, note in train_statics(learner):
+    for name, nbytes, note in train_statics(learner, plan.size):
         b.ram(name, nbytes, note, "train step")
     if persist:
         b.ram("state save buffer (persistence)", state_blob_bytes(learner),
