@@ -25,3 +25,25 @@ def test_default_model_estimate_is_within_10_percent_of_the_measured_firmware(tm
     assert measured["library"]["objects"]["zoedge_train.o"]["ram"] > 0  # the train step was linked and measured
     for key in ("ram_bytes", "flash_bytes"):
         assert abs(measured["estimate_error"][key]) <= 0.10, (key, measured)
+
+
+def test_measured_training_overhead_is_the_trainable_state_plus_at_most_1_kib(tmp_path):
+    """ZO-FC firmware RAM minus inference-only firmware RAM (same model, `--method frozen`), both measured
+    on mps2-an386, is at most the trainable state's bytes + 1 KiB (default model, batch 2, q = 2)."""
+    require_tools("arm-none-eabi-gcc", "qemu-system-arm", "make")
+    from zo_edge.build import build_run, load_run
+    from zo_edge.learners import LearnerConfig, make_learner
+
+    run = tmp_path / "kws"
+    build_run(run, epochs=2, log=lambda m: None)
+    measured = {}
+    for method in ("zo-fc", "frozen"):
+        fw = tmp_path / method
+        exported = zo_edge("export", run, "--out", fw, "--method", method, "--batch-size", 2, "--q", 2, "--steps", 2)
+        assert exported.returncode == 0, exported.stderr
+        result = zo_edge("profile", run, "--device", "mps2-an386", "--firmware", fw, "--json")
+        assert result.returncode == 0, result.stderr
+        measured[method] = json.loads(result.stdout)["measured"]["ram_bytes"]
+    state = make_learner(load_run(run), LearnerConfig(method="zo-fc", mode="int8", batch_size=2, q=2)).state_bytes()
+    overhead = measured["zo-fc"] - measured["frozen"]
+    assert 0 < overhead <= sum(state.values()) + 1024, (overhead, state)
