@@ -311,8 +311,15 @@ def verify_firmware_cmd(fw_dir, board, steps, timeout_s, compiler, as_json):
               help="An exported firmware folder (zo-edge export): build it, run it in QEMU and put the measured "
                    "library flash, static RAM and stack high-water mark beside the zo-fc estimate (its learner "
                    "settings replace the flags).")
+@click.option("--sweep", is_flag=True,
+              help="Instead of one budget: zo-fc RAM, flash and estimated instructions per step for q in 1..16 and "
+                   "int8/int16 masters, over RUN_DIR and every --sweep-run (other adapter placements and widths).")
+@click.option("--sweep-run", "sweep_runs", multiple=True, type=click.Path(file_okay=False),
+              help="Another run folder for --sweep (e.g. built with --adapter-position after or --adapter-width 16).")
+@click.option("--results", "results_dirs", multiple=True, type=click.Path(),
+              help="simulate output folders: --sweep rows with the same run, q and master show their accuracy.")
 def profile_cmd(run_dir, device_name, method, devices_file, batch_size, q, master, momentum, as_json, plot_path,
-                fw_dir):
+                fw_dir, sweep, sweep_runs, results_dirs):
     """Estimate RAM and flash of the run's model on a device for inference only, ZO-FC and first-order
     backprop (fo): per component, totals, headroom and a verdict. Learner options are those of
     `zo-edge simulate` (int8 mode).
@@ -340,6 +347,25 @@ def profile_cmd(run_dir, device_name, method, devices_file, batch_size, q, maste
     if plot_path:
         check_plot_path(plot_path)
     catalogue = load_catalogue(extra=devices_file)
+    if sweep:
+        from sim.compare import load_results
+        from zo_edge.sweep import format_sweep, plot_sweep
+        from zo_edge.sweep import sweep as run_sweep
+
+        device = get_device(device_name, catalogue) if device_name else None
+        flags = {"batch_size": batch_size, "momentum": momentum}
+        config = LearnerConfig(method="zo-fc", mode="int8", **{k: v for k, v in flags.items() if v is not None}).check()
+        runs = [load_run(d) for d in (run_dir, *sweep_runs)]
+        rows = run_sweep(runs, config, device, [load_results(d) for d in results_dirs])
+        if plot_path:
+            plot_sweep(rows, plot_path, device)
+        if as_json:
+            _echo_json({"device": device.to_json() if device else None, "rows": rows})
+        else:
+            click.echo(format_sweep(rows))
+            if plot_path:
+                click.echo(f"wrote {plot_path}")
+        return
     if device_name is None:
         raise ZoEdgeError(f"give --device KEY; known devices: {', '.join(sorted(catalogue))}")
     device = get_device(device_name, catalogue)
