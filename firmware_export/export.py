@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from zo_edge.errors import ZoEdgeError
+from zo_edge.staging import staged_folder
 
 FORMAT = "zo-edge/firmware@1"
 
@@ -69,9 +68,7 @@ def export_firmware(run_dir, out_dir, config, target: str = "cortex-m4", samples
     if out.exists() and any(out.iterdir()) and not force:
         raise ZoEdgeError(f"{out} is not empty; pass --force to replace it or choose another --out")
     graph = QGraph.from_bytes(run["tflite"], source=run["tflite_path"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:
         model = render_model(graph, run["roles"], tmp)
         render_fixed(tmp)
         train = render_train(run, config, tmp)
@@ -82,12 +79,11 @@ def export_firmware(run_dir, out_dir, config, target: str = "cortex-m4", samples
         task, stream = training_stream(run, config, steps, seed=config.seed)
         x_train = engine.quantize_input(task.x_train)
         allowed = np.isin(np.arange(train.learner.num_classes), task.classes).astype(np.uint8)
-        fc_epochs = config.fc_epochs_resolved
         batches = dict(
             inputs=np.stack([x_train[idx] for idx, _ in stream]) if stream else np.zeros((0, config.batch_size) + x.shape[1:], np.int8),
             labels=np.stack([task.y_train[idx] for idx, _ in stream]) if stream else np.zeros((0, config.batch_size)),
             allowed=np.tile(allowed, (len(stream), 1)),
-            classifier=np.array([int(config.method == "head" or epoch < fc_epochs) for _, epoch in stream]),
+            classifier=np.array([int(config.trains_classifier(epoch)) for _, epoch in stream]),
             every=every,
         )
         render_build_files(tmp, x, source=Path(run["tflite_path"]).name, default_target=target,
@@ -107,12 +103,6 @@ def export_firmware(run_dir, out_dir, config, target: str = "cortex-m4", samples
             "arena_bytes": int(model.arena.size),
         }
         (tmp / "export.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     log(f"wrote {out}: {len(list(out.iterdir()))} files, {len(x)} samples, {len(stream)} training steps "
         f"({config.method}, batch {config.batch_size}, q {config.q})")
     return meta

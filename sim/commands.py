@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 from dataclasses import fields
 from pathlib import Path
 
 from zo_edge.errors import ZoEdgeError
 from zo_edge.learners import LearnerConfig
 from zo_edge.learners.config import read_toml
+from zo_edge.staging import staged_folder
 
 
 def resolve_config(flags: dict, config_file=None) -> tuple[LearnerConfig, list[int]]:
@@ -62,20 +61,11 @@ def run_simulate(run_dir, out_dir, flags: dict, config_file=None, force=False, q
         if bar is not None:
             bar.__exit__(None, None, None)
     learners = results.pop("_learners")
-    # write into a temporary sibling, then swap: an interrupted run never leaves half a folder
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:  # an interrupted run never leaves half a folder
         (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         for seed, learner in zip(seeds, learners):
             learner.save(tmp / f"state_seed{seed}.npz")
         write_plots([results], tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     results["_out"] = str(out)
     return results
 

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import platform
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
 from zo_edge.errors import ZoEdgeError
+from zo_edge.staging import staged_folder
 
 RUN_FORMAT = "zo-edge-run/1"
 RUN_FILES = ("model.keras", "model_int8.tflite", "quantization.txt", "quantization.json", "run.json")
@@ -179,33 +178,13 @@ def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il
     }
     run = _jsonable(run)
 
-    # write everything into a temporary sibling, then swap it into place
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{int(time.time() * 1000)}"
-    try:
-        tmp.mkdir()
+    with staged_folder(out, before_swap=lambda: _check_out_dir(out, force)) as tmp:  # nothing appeared meanwhile
         model.save(tmp / "model.keras")
         (tmp / "model_int8.tflite").write_bytes(quantized.tflite)
         (tmp / "quantization.txt").write_text(report_to_text(quantized.report))
         (tmp / "quantization.json").write_text(json.dumps(_jsonable(quantized.to_json()), indent=1) + "\n")
         run["build_seconds"] = round(time.perf_counter() - started, 2)
         (tmp / "run.json").write_text(json.dumps(run, indent=1) + "\n")
-        _check_out_dir(out, force)  # nothing appeared meanwhile
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}-{int(time.time() * 1000)}"
-            out.rename(old)
-        try:
-            tmp.rename(out)
-        except BaseException:
-            if old is not None:
-                old.rename(out)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     log(f"wrote {out} in {run['build_seconds']:.1f} s")
     return {**run, "run_dir": str(out)}
 
