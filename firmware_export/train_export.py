@@ -74,13 +74,6 @@ def _pairs(rows) -> list[list[int]]:
     return [[int(m), int(r)] for m, r in np.asarray(rows)]
 
 
-def _multiplier(real, what: str) -> fixed.Multiplier:
-    try:
-        return fixed.Multiplier.of(real)
-    except ValueError as exc:
-        raise ZoEdgeError(f"{what} cannot be held as an integer multiplier ({exc}); change the setting") from None
-
-
 def export_learner(run: dict, config: LearnerConfig):
     """The Int8Learner whose numbers the C gets; refuses what has no device twin (one line)."""
     from zo_edge.learners.int8_learner import Int8Learner
@@ -207,10 +200,7 @@ def train_context(learner, classifier_layout: str = "auto") -> dict:
            "master": cfg.master, "zo": None, "fc": None}
     if learner.zo is not None:
         zo = _vector_context("zo", learner.zo, learner, cfg.lr, model_state, aliased=False)
-        # Int8Learner.zo_update's gradient scale, the same expression in the same order (float64 bits):
-        # Q20 gradient = sum_j dL_j z_j / (2 eps_i q B), dL in Q16 and eps_i = k_i * scale_i
-        real = (1 << fixed.GRAD_BITS) / ((1 << fixed.LOSS_BITS) * 2.0 * cfg.q * B * learner.steps_k * learner.zo.scale)
-        grad = _multiplier(real, f"the zeroth-order gradient scale (batch {B}, q {cfg.q})")
+        grad = learner.zo_gradient_multiplier(B)  # the simulator's own multipliers
         zo.update(steps_k=_rows(fixed_export.per_channel(learner.zo, learner.steps_k)),
                   grad_mult=_pairs(fixed_export.per_channel_multipliers(learner.zo, grad)),
                   clip_q20=fixed_export.clip_q20(cfg.clip))
@@ -224,10 +214,7 @@ def train_context(learner, classifier_layout: str = "auto") -> dict:
             raise ZoEdgeError(f"the classifier is {tuple(w.shape)} on an input of {tuple(h.shape)}; "
                               "the firmware takes a fully connected [classes, features] classifier")
         _check_h_survives_suffix(learner.features_index, model, plan)
-        # Int8Learner.classifier_update's scales, the same expressions
-        to_q20 = (1 << fixed.GRAD_BITS) / ((1 << fixed.LOSS_BITS) * B)
-        mult_w = _multiplier(to_q20 * learner.h_scale, "the classifier gradient scale")
-        mult_b = _multiplier(to_q20, "the classifier bias gradient scale")
+        mult_w, mult_b = learner.classifier_gradient_multipliers(B)  # the simulator's own multipliers
         # |e| <= 2^16 and |h - zp| <= 255: a sum over B samples fits int32 while B * 2^16 * 255 < 2^31
         wide = memory.wide_accumulator(B)
         # the smaller of two layouts giving the same integers (zo_edge.memory.classifier_layout_bytes)

@@ -10,7 +10,6 @@ counts (QEMU ``-icount``, FPGAIO counter) per inference, per step and per phase 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -122,10 +121,8 @@ def _step_cost(meta, config, steps, phases, step_counts) -> dict:
     """A step against its floor: B prefix passes + (2q+1)·B suffix passes + the update. ``ratio`` =
     (step − prefix) / ((2q+1)·B·suffix pass + update): what perturbing, the loss and the classifier
     step add on top of the suffix passes themselves (the issue's bound is 1.15)."""
-    fc = config.method == "head" or config.method == "zo-fc"
-    passes = [config.batch_size * ((2 * config.q if config.method in ("zo-fc", "zo") else 0)
-                                   + int(fc and (config.method == "head" or e < config.fc_epochs_resolved)))
-              for e in meta["train"]["epochs"][:steps]]
+    probes = 2 * config.q if config.method in ("zo-fc", "zo") else 0
+    passes = [config.batch_size * (probes + int(config.trains_classifier(e))) for e in meta["train"]["epochs"][:steps]]
     suffix_pass = sum(phases["suffix"]) / max(sum(passes), 1)
     prefix = float(np.mean(phases.get("prefix", [0])))
     update = float(np.mean(phases.get("update", [0])))

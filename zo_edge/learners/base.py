@@ -80,10 +80,6 @@ class Learner:
         counters["suffix_passes"] += batch * suffix_passes
         counters["macs"] += batch * (self.macs["prefix"] + suffix_passes * self.macs["suffix"])
 
-    def steps_per_task(self, task) -> int:
-        n = len(task.y_train)
-        return 0 if self.config.method == "frozen" else self.config.epochs * -(-n // self.config.batch_size)
-
     def predict(self, x, classes) -> np.ndarray:
         """Class labels for samples x, argmax over ``classes`` only (the classes seen so far)."""
         classes = np.asarray(classes, dtype=np.int64)

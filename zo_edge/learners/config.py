@@ -46,6 +46,11 @@ class LearnerConfig:
     def fc_epochs_resolved(self) -> int:
         return self.epochs // 2 if self.fc_epochs is None else self.fc_epochs
 
+    def trains_classifier(self, epoch: int) -> bool:
+        """Whether the classifier takes its first-order step in this epoch of a task (zo-fc: the first
+        fc_epochs; head: always; the others never)."""
+        return self.method == "head" or (self.method == "zo-fc" and epoch < self.fc_epochs_resolved)
+
     def to_json(self) -> dict:
         return {**asdict(self), "fc_epochs": self.fc_epochs_resolved}
 

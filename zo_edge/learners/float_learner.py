@@ -131,7 +131,7 @@ class FloatLearner(Learner):
             p.b = sgd(p, "b", p.b, gb, cfg.fc_lr, cfg.momentum)
             passes = 1
         else:
-            trains_fc = cfg.method == "head" or epoch < cfg.fc_epochs_resolved
+            trains_fc = cfg.trains_classifier(epoch)
             n = sum(a.size for a in p.adapter) + (p.W.size + p.b.size if cfg.method == "zo" else 0)
             z = perturbation(cfg.seed, self.step, cfg.q, n) if cfg.method in ("zo-fc", "zo") else None
             passes = float_step(p, self.split, batch, y, allowed, method=cfg.method, train_classifier=trains_fc,

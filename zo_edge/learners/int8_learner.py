@@ -122,7 +122,7 @@ class Int8Learner(Learner):
     def train_step(self, idx, y, allowed, epoch, counters) -> None:
         cfg = self.config
         batch = {k: v[idx] for k, v in self._train_boundary.items()}
-        trains_fc = self.fc is not None and (cfg.method == "head" or epoch < cfg.fc_epochs_resolved)
+        trains_fc = cfg.trains_classifier(epoch)
         passes = 0
         # Every pass of a step sees the weights as they were at its start (see the module docstring).
         if self.zo is not None:
@@ -144,7 +144,6 @@ class Int8Learner(Learner):
 
     def probe_losses(self, batch, y, allowed, step: int, variants_per_call: int | None = None):
         """Batch losses (Q16 sums) at the 2q probes [+z_0, −z_0, ...] and the probe count that saturated."""
-        cfg = self.config
         rows, saturated = self.zo.probes(self.perturbation(step), self.steps_k)
         fixed_consts = {i: v for i, v in self.constants().items() if i not in {s.index for s in self.zo.segments}}
         per_call = variants_per_call or len(rows)
@@ -163,9 +162,7 @@ class Int8Learner(Learner):
         diff = losses[0::2] - losses[1::2]  # L⁺ − L⁻ per query, Q16 summed over the batch
         z = self.perturbation(self.step)  # regenerated, as the device does, not kept from the probes
         g_sum, e1 = fixed.saturate(diff @ z.astype(np.int64), fixed.INT32_MIN, fixed.INT32_MAX)
-        # Q20 gradient = Σ_j ΔL_j z_j / (2 ε_i q B), ΔL in Q16 and ε_i = k_i · scale_i
-        scale = (1 << fixed.GRAD_BITS) / ((1 << fixed.LOSS_BITS) * 2.0 * cfg.q * batch_size * self.steps_k * self.zo.scale)
-        g = self._multiplier(("zo", batch_size), scale).apply(g_sum)
+        g = self.zo_gradient_multiplier(batch_size).apply(g_sum)
         return e1 + self.zo.update(g, cfg.lr, cfg.momentum, cfg.clip, cfg.seed, self.step, SR_QUERY_ZO)
 
     def classifier_update(self, logits, h, y, allowed) -> int:
@@ -175,15 +172,31 @@ class Int8Learner(Learner):
         e[np.arange(len(y)), y] -= 1 << fixed.LOSS_BITS
         gw, e1 = fixed.saturate(e.T @ (h.astype(np.int64) - self.h_zero_point), fixed.INT32_MIN, fixed.INT32_MAX)
         gb, e2 = fixed.saturate(e.sum(axis=0), fixed.INT32_MIN, fixed.INT32_MAX)
-        to_q20 = (1 << fixed.GRAD_BITS) / ((1 << fixed.LOSS_BITS) * len(y))
-        g = np.concatenate([self._multiplier(("fc.w", len(y)), to_q20 * self.h_scale).apply(gw.ravel()),
-                            self._multiplier(("fc.b", len(y)), to_q20).apply(gb)])
+        mult_w, mult_b = self.classifier_gradient_multipliers(len(y))
+        g = np.concatenate([mult_w.apply(gw.ravel()), mult_b.apply(gb)])
         return e1 + e2 + self.fc.update(g, cfg.fc_lr, cfg.momentum, 0.0, cfg.seed, self.step, SR_QUERY_CLASSIFIER)
 
-    def _multiplier(self, key, real) -> fixed.Multiplier:
+    def zo_gradient_multiplier(self, batch_size: int) -> fixed.Multiplier:
+        """Per element: Q20 gradient = Σ_j ΔL_j z_j / (2 ε_i q B), ΔL in Q16 and ε_i = k_i · scale_i.
+        The firmware export takes these very numbers (one source for both sides)."""
+        real = (1 << fixed.GRAD_BITS) / ((1 << fixed.LOSS_BITS) * 2.0 * self.config.q * batch_size
+                                         * self.steps_k * self.zo.scale)
+        return self._multiplier(("zo", batch_size), real, f"the zeroth-order gradient scale (batch {batch_size}, "
+                                                          f"q {self.config.q})")
+
+    def classifier_gradient_multipliers(self, batch_size: int) -> tuple[fixed.Multiplier, fixed.Multiplier]:
+        """Q16 sums → Q20 float-unit gradients: eᵀ(h − zp) · s_h / B for weights, Σe / B for biases."""
+        to_q20 = (1 << fixed.GRAD_BITS) / ((1 << fixed.LOSS_BITS) * batch_size)
+        return (self._multiplier(("fc.w", batch_size), to_q20 * self.h_scale, "the classifier gradient scale"),
+                self._multiplier(("fc.b", batch_size), to_q20, "the classifier bias gradient scale"))
+
+    def _multiplier(self, key, real, what: str) -> fixed.Multiplier:
         cache = self.__dict__.setdefault("_multipliers", {})
         if key not in cache:
-            cache[key] = fixed.Multiplier.of(real)
+            try:
+                cache[key] = fixed.Multiplier.of(real)
+            except ValueError as exc:
+                raise ZoEdgeError(f"{what} cannot be held as an integer multiplier ({exc}); change the setting") from None
         return cache[key]
 
     # -- state -----------------------------------------------------------------------------------
