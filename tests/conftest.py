@@ -19,3 +19,25 @@ def require_tools(*names: str) -> None:
         if IN_CI:
             pytest.fail(message + " — required under CI=true")
         pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def digits_run_dir(tmp_path_factory):
+    """A small run folder (handwritten digits, digits-cnn, 2 pretraining epochs), built once per test
+    process and shared: tests read it and write their outputs elsewhere (copy it to change it)."""
+    from zo_edge.build import build_run
+
+    out = tmp_path_factory.mktemp("shared") / "digits"
+    build_run(out, dataset="digits", epochs=2, log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def kws_run_dir(tmp_path_factory):
+    """The default model's run folder (spoken digits, DS-CNN, 2 pretraining epochs), built once per test
+    process and shared read-only."""
+    from zo_edge.build import build_run
+
+    out = tmp_path_factory.mktemp("shared") / "kws"
+    build_run(out, epochs=2, log=lambda m: None)
+    return out

@@ -13,12 +13,8 @@ from tests.test_cli import assert_one_line_error, zo_edge
 
 
 @pytest.fixture(scope="module")
-def kws_run(tmp_path_factory):
-    from zo_edge.build import build_run
-
-    out = tmp_path_factory.mktemp("export") / "kws"
-    build_run(out, epochs=2, log=lambda m: None)  # the default model: DS-CNN on spoken digits
-    return out
+def kws_run(kws_run_dir):
+    return kws_run_dir  # the default model: DS-CNN on spoken digits
 
 
 @pytest.fixture(scope="module")

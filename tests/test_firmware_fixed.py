@@ -325,13 +325,11 @@ def test_momentum_step_equals_python(programs, tmp_path, momentum):
 # --- ParamVector on a real run ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
+def digits_run(digits_run_dir):
     require_tools("gcc")
-    from zo_edge.build import build_run, load_run
+    from zo_edge.build import load_run
 
-    out = tmp_path_factory.mktemp("fixed_run") / "digits"
-    build_run(out, dataset="digits", epochs=2, log=lambda m: None)
-    return load_run(out)
+    return load_run(digits_run_dir)
 
 
 def _param_vector(run, names, master):

@@ -121,12 +121,10 @@ def test_zo_estimator_averaged_over_all_directions_is_the_gradient_of_a_quadrati
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    from zo_edge.build import build_run, load_run
+def digits_run(digits_run_dir):
+    from zo_edge.build import load_run
 
-    out = tmp_path_factory.mktemp("learners") / "digits"
-    build_run(out, dataset="digits", epochs=2, log=lambda m: None)
-    return load_run(out)
+    return load_run(digits_run_dir)
 
 
 @pytest.fixture(scope="module")

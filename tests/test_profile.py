@@ -26,12 +26,8 @@ source = "this test"
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from zo_edge.build import build_run
-
-    out = tmp_path_factory.mktemp("profile") / "run"
-    build_run(out, dataset="digits", epochs=2, log=lambda m: None)
-    return out
+def run_dir(digits_run_dir):
+    return digits_run_dir
 
 
 @pytest.fixture(scope="module")

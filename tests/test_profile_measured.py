@@ -9,12 +9,9 @@ from tests.conftest import require_tools
 from tests.test_cli import zo_edge
 
 
-def test_default_model_estimate_is_within_10_percent_of_the_measured_firmware(tmp_path):
+def test_default_model_estimate_is_within_10_percent_of_the_measured_firmware(kws_run_dir, tmp_path):
     require_tools("arm-none-eabi-gcc", "qemu-system-arm", "make")
-    from zo_edge.build import build_run
-
-    run = tmp_path / "kws"
-    build_run(run, epochs=2, log=lambda m: None)  # the default model: DS-CNN on spoken digits
+    run = kws_run_dir  # the default model: DS-CNN on spoken digits
     fw = tmp_path / "fw"
     exported = zo_edge("export", run, "--out", fw, "--batch-size", 2, "--q", 2, "--steps", 2, "--every", 1)
     assert exported.returncode == 0, exported.stderr
@@ -27,15 +24,14 @@ def test_default_model_estimate_is_within_10_percent_of_the_measured_firmware(tm
         assert abs(measured["estimate_error"][key]) <= 0.10, (key, measured)
 
 
-def test_measured_training_overhead_is_the_trainable_state_plus_at_most_1_kib(tmp_path):
+def test_measured_training_overhead_is_the_trainable_state_plus_at_most_1_kib(kws_run_dir, tmp_path):
     """ZO-FC firmware RAM minus inference-only firmware RAM (same model, `--method frozen`), both measured
     on mps2-an386, is at most the trainable state's bytes + 1 KiB (default model, batch 2, q = 2)."""
     require_tools("arm-none-eabi-gcc", "qemu-system-arm", "make")
-    from zo_edge.build import build_run, load_run
+    from zo_edge.build import load_run
     from zo_edge.learners import LearnerConfig, make_learner
 
-    run = tmp_path / "kws"
-    build_run(run, epochs=2, log=lambda m: None)
+    run = kws_run_dir
     measured = {}
     for method in ("zo-fc", "frozen"):
         fw = tmp_path / method

@@ -11,12 +11,8 @@ from tests.test_cli import assert_one_line_error, zo_edge
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    from zo_edge.build import build_run
-
-    out = tmp_path_factory.mktemp("simulate") / "digits"
-    build_run(out, dataset="digits", epochs=2, log=lambda m: None)
-    return out
+def digits_run(digits_run_dir):
+    return digits_run_dir
 
 
 def test_simulate_writes_results_json_and_plots_and_compare_reads_them(digits_run, tmp_path):

@@ -10,12 +10,8 @@ from tests.test_cli import assert_one_line_error, zo_edge
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    from zo_edge.build import build_run
-
-    out = tmp_path_factory.mktemp("sweep") / "digits"
-    build_run(out, dataset="digits", epochs=1, log=lambda m: None)
-    return out
+def digits_run(digits_run_dir):
+    return digits_run_dir
 
 
 def test_sweep_rows_move_the_way_the_knobs_say(digits_run, tmp_path):
