@@ -192,12 +192,14 @@ class _Groups:
     what: str  # "class" | "domain"
     plural: str
     entry: str  # what one entry of the index array is called
-    arrays: str  # the index arrays, as the format names them
+    entries: str
+    prefix: str  # the index arrays are PREFIX_train and PREFIX_test
     names: str  # the array of names
+    letter: str  # how the docs call their number
 
 
-_CLASSES = _Groups("class", "classes", "label", "y_train/y_test", "class_names")
-_DOMAINS = _Groups("domain", "domains", "domain index", "domain_train/domain_test", "domain_names")
+_CLASSES = _Groups("class", "classes", "label", "labels", "y", "class_names", "C")
+_DOMAINS = _Groups("domain", "domains", "domain index", "domain indices", "domain", "domain_names", "D")
 
 
 def _features(where: str, name: str, values, notes: list[str]) -> np.ndarray:
@@ -229,7 +231,8 @@ def _features(where: str, name: str, values, notes: list[str]) -> np.ndarray:
         raise ZoEdgeError(f"{where}: {name} has shape {values.shape} and holds no values; give it samples")
     if kind == "f":
         _check_finite(where, name, values, "NaN/inf values", "replace them or drop those samples")
-    converted = values.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, reported just below
+        converted = values.astype(np.float32, copy=False)
     if kind == "f" and values.dtype != np.float32:
         _check_finite(where, name, converted, "values beyond float32's range (|x| > 3.4e38)",
                       "rescale the features")
@@ -250,26 +253,25 @@ def _indices(where: str, name: str, values, samples: int, groups: _Groups, notes
     values = np.asarray(values)
     x_name = "x_" + name.rsplit("_", 1)[1]
     if values.ndim != 1:
-        hint = (f"; one-hot {groups.entry}s become indices with y.argmax(axis=1)"
+        hint = (f"; one-hot {groups.entries} become indices with y.argmax(axis=1)"
                 if values.ndim == 2 and values.shape[1] > 1 else " (y.ravel())")
         raise ZoEdgeError(f"{where}: {name} has shape {values.shape}; give one {groups.entry} per sample, "
                           f"a 1-D array{hint}")
     if len(values) != samples:
         raise ZoEdgeError(f"{where}: {x_name} holds {samples} samples but {name} holds {len(values)} "
-                          f"{groups.entry}s; give one {groups.entry} per sample")
+                          f"{groups.entries}; give one {groups.entry} per sample")
     kind = values.dtype.kind
     if kind in "US":
-        fix = (f"store integer class indices 0..C-1 and put the names in class_names" if groups is _CLASSES
-               else "store integer domain indices 0..D-1 and put the names in domain_names")
-        raise ZoEdgeError(f"{where}: {name} holds text ({str(values[0])!r}, ...); {fix}")
+        raise ZoEdgeError(f"{where}: {name} holds text ({str(values[0])!r}, ...); store integer {groups.what} "
+                          f"indices 0..{groups.letter}-1 and put the names in {groups.names}")
     if kind == "f":
         whole = np.isfinite(values) & (values == np.round(values))
         if not whole.all():
             first = int(np.flatnonzero(~whole)[0])
-            raise ZoEdgeError(f"{where}: {name} holds {groups.entry}s that are not whole numbers (first: "
+            raise ZoEdgeError(f"{where}: {name} holds {groups.entries} that are not whole numbers (first: "
                               f"sample {first}, {values[first]}); store integer {groups.what} indices "
                               f"(whole-number floats such as 3.0 are accepted)")
-        notes.append(f"{name}: whole-number float {groups.entry}s taken as integers")
+        notes.append(f"{name}: whole-number float {groups.entries} taken as integers")
     elif kind not in "iu":
         raise ZoEdgeError(f"{where}: {name} holds {values.dtype} values; store integer {groups.what} indices "
                           f"({name}.astype(int))")
@@ -278,7 +280,7 @@ def _indices(where: str, name: str, values, samples: int, groups: _Groups, notes
     values = values.astype(np.int64, copy=False)
     if values.min() < 0:
         first = int(np.flatnonzero(values < 0)[0])
-        raise ZoEdgeError(f"{where}: {name} holds negative {groups.entry}s (first: sample {first}, "
+        raise ZoEdgeError(f"{where}: {name} holds negative {groups.entries} (first: sample {first}, "
                           f"{values[first]}); {groups.what} indices count from 0")
     return values
 
@@ -311,35 +313,31 @@ def _names(where: str, groups: _Groups, values) -> list[str]:
 
 def _count(where: str, groups: _Groups, indices: dict[str, np.ndarray], names: Optional[list[str]]) -> int:
     """The number of classes (or domains); every one must occur in both splits."""
-    prefix = "y" if groups is _CLASSES else "domain"
     top_split = max(indices, key=lambda split: indices[split].max())
     top = int(indices[top_split].max())
-    array = f"{prefix}_{top_split}"
-    first = int(np.flatnonzero(indices[top_split] == top)[0])
+    top_at = f"{groups.prefix}_{top_split} holds {groups.entry} {top} (first: sample " \
+             f"{int(np.flatnonzero(indices[top_split] == top)[0])})"
     if names is not None and top >= len(names):
-        raise ZoEdgeError(f"{where}: {array} holds {groups.entry} {top} (first: sample {first}) but "
-                          f"{groups.names} names only {len(names)} {groups.plural} (0..{len(names) - 1}); give "
-                          f"one name per {groups.what}")
+        raise ZoEdgeError(f"{where}: {top_at} but {groups.names} names only {len(names)} {groups.plural} "
+                          f"(0..{len(names) - 1}); give one name per {groups.what}")
     count = len(names) if names is not None else top + 1
     if count < 2 and groups is _CLASSES:
-        raise ZoEdgeError(f"{where}: y_train and y_test hold only class 0; a classifier needs at least two "
-                          f"classes")
+        raise ZoEdgeError(f"{where}: y_train and y_test hold only class 0; a classifier needs at least two classes")
     fewest = min(indices, key=lambda split: len(indices[split]))
     if count > len(indices[fewest]):  # checked first so that a stray huge label cannot make bincount huge
-        raise ZoEdgeError(f"{where}: {array} holds {groups.entry} {top} (sample {first}) but {prefix}_{fewest} "
-                          f"has only {len(indices[fewest])} samples, so some of {groups.plural} 0..{top} have "
-                          f"none; number the {groups.plural} 0..{'C' if groups is _CLASSES else 'D'}-1 "
-                          f"(np.unique(y, return_inverse=True))")
-    why = f"{len(names)} in {groups.names}" if names is not None else f"the largest {groups.entry} + 1"
+        raise ZoEdgeError(f"{where}: {top_at} but {groups.prefix}_{fewest} has only {len(indices[fewest])} "
+                          f"samples, so some of {groups.plural} 0..{top} have none; number the {groups.plural} "
+                          f"0..{groups.letter}-1 (np.unique(y, return_inverse=True))")
+    why = f"the length of {groups.names}" if names is not None else f"the largest {groups.entry} + 1"
     for split, values in indices.items():
         missing = np.flatnonzero(np.bincount(values, minlength=count) == 0)
         if missing.size:
             listed = ", ".join(f"{k}" + (f" ({names[k]!r})" if names is not None else "") for k in missing[:5])
             more = f" and {missing.size - 5} more" if missing.size > 5 else ""
             subject = f"{groups.what} {listed} has" if missing.size == 1 else f"{groups.plural} {listed}{more} have"
-            raise ZoEdgeError(f"{where}: {subject} no samples in {prefix}_{split}; every {groups.what} "
-                              f"0..{count - 1} ({count} = {why}) needs training and test samples: add samples "
-                              f"or drop the {groups.what} and renumber")
+            raise ZoEdgeError(f"{where}: {subject} no samples in {groups.prefix}_{split}; every {groups.what} "
+                              f"0..{count - 1} ({groups.letter} = {count}: {why}) needs training and test "
+                              f"samples: add samples or drop the {groups.what} and renumber")
     return count
 
 
