@@ -187,7 +187,8 @@ def test_spoken_domain_il_from_the_npz_equals_the_bundled_stream(spoken, tmp_pat
 
 
 def test_whole_number_float_labels_and_integer_features_are_accepted_and_noted(digits, tmp_path):
-    np.savez(tmp_path / "ints.npz", x_train=(digits.x_train * 16).astype(np.uint8), y_train=digits.y_train.astype(float),
+    np.savez(tmp_path / "ints.npz", x_train=(digits.x_train * 16).astype(np.uint8),
+             y_train=digits.y_train.astype(float),
              x_test=(digits.x_test * 16).astype(np.uint8), y_test=digits.y_test.astype(np.int32))
     loaded = data.load_npz(tmp_path / "ints.npz")
     assert loaded.x_train.dtype == np.float32 and loaded.y_train.dtype == np.int64 and loaded.y_test.dtype == np.int64
@@ -254,12 +255,14 @@ BAD_DATA = {  # case: (change to the arrays, fragments of the one-line error)
     "domain length": (lambda d: {"domain_train": np.zeros(len(d.y_train) - 1, int),
                                  "domain_test": np.zeros(len(d.y_test), int)},
                       ["x_train holds 1437 samples but domain_train holds 1436 domain indices"]),
-    "negative domain": (lambda d: {"domain_train": np.full(len(d.y_train), -1), "domain_test": np.zeros(len(d.y_test), int)},
+    "negative domain": (lambda d: {"domain_train": np.full(len(d.y_train), -1),
+                                   "domain_test": np.zeros(len(d.y_test), int)},
                         ["domain_train holds negative domain indices"]),
     "domain without samples": (lambda d: {"domain_train": np.arange(len(d.y_train)) % 3,
                                           "domain_test": np.arange(len(d.y_test)) % 2},
                                ["domain 2 has no samples in domain_test", "every domain 0..2"]),
-    "fractional domains": (lambda d: {"domain_train": np.full(len(d.y_train), 0.5), "domain_test": np.zeros(len(d.y_test))},
+    "fractional domains": (lambda d: {"domain_train": np.full(len(d.y_train), 0.5),
+                                      "domain_test": np.zeros(len(d.y_test))},
                            ["domain_train holds domain indices that are not whole numbers"]),
 }
 
@@ -499,7 +502,8 @@ def test_changed_or_missing_data_is_refused_when_rebuilding(digits, tmp_path):
     dataset = data.dataset_from_arrays(*arrays_of(digits).values(), name="copy")
     scenario = data.make_scenario(dataset, "class-il")
     spec = data.data_spec(dataset, scenario, store_in=tmp_path)
-    other = data.dataset_from_arrays(digits.x_train[::-1], digits.y_train[::-1], digits.x_test, digits.y_test, name="copy")
+    other = data.dataset_from_arrays(digits.x_train[::-1], digits.y_train[::-1], digits.x_test, digits.y_test,
+                                     name="copy")
     data.save_npz(other, tmp_path / "data.npz")
     one_line_error(lambda: data.load_spec(spec, tmp_path), "data.npz has changed since the run was built")
     del spec["dataset"]["sha256"]  # even without the file check, the tasks themselves are compared

@@ -148,7 +148,8 @@ def _seeded_class_incremental(dataset: Dataset, seed: int, base_classes, classes
         raise ZoEdgeError(f"classes_per_task={classes_per_task} must be between 1 and {n - base_classes} "
                           f"(the classes left after base_classes={base_classes})")
     order = [int(c) for c in np.random.default_rng(seed).permutation(n)]
-    groups = [order[:base_classes]] + [order[i : i + classes_per_task] for i in range(base_classes, n, classes_per_task)]
+    later = range(base_classes, n, classes_per_task)
+    groups = [order[:base_classes]] + [order[i : i + classes_per_task] for i in later]
     return _class_incremental(dataset, seed, groups,
                               {"base_classes": int(base_classes), "classes_per_task": int(classes_per_task)})
 
