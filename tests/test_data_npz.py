@@ -377,6 +377,7 @@ def test_classes_left_out_of_the_tasks_never_arrive_and_are_recorded(digits):
     ([[0, 1], []], "group 2 is empty"),
     ([[0, 1], [2.5]], "2.5 in group 2 is not a class index"),
     (42, "must be class lists"),
+    ([], "tasks is empty"),
 ])
 def test_impossible_tasks_are_one_line(digits, tasks, fragment):
     one_line_error(lambda: data.make_scenario(digits, "class-il", tasks=tasks), fragment)

@@ -160,6 +160,9 @@ def _checked_tasks(dataset: Dataset, tasks) -> list[list[int]]:
     except TypeError:
         raise ZoEdgeError(f"tasks={tasks!r} must be class lists such as [[0, 1, 2, 3], [4, 5]] or the string "
                           f"'0,1,2,3;4,5'") from None
+    if not groups:
+        raise ZoEdgeError("tasks is empty; give class groups such as [[0, 1, 2, 3], [4, 5]] (the first group is "
+                          "the base task)")
     shown = f"tasks {tasks_text(groups)!r}"
     n = dataset.num_classes
     arrived: dict[int, str] = {}
