@@ -105,18 +105,20 @@ class RunFolder:
         return QGraph.from_bytes(self.tflite, source=str(self.tflite_path))
 
     @functools.cached_property
+    def _data(self):
+        from zo_edge.data import load_spec, spec_from_settings
+
+        return load_spec(self.meta.get("data") or spec_from_settings(self.settings), self.path)
+
+    @property
     def dataset(self):
-        from zo_edge.data import load_dataset
+        """The run's dataset: bundled, or the data.npz the build copied into the folder."""
+        return self._data[0]
 
-        return load_dataset(self.settings["dataset"], seed=self.settings["seed"])
-
-    @functools.cached_property
+    @property
     def scenario(self):
-        from zo_edge.data import make_scenario
-
-        s = self.settings
-        return make_scenario(self.dataset, s["scenario"], seed=s["seed"], base_classes=s["base_classes"],
-                             classes_per_task=s["classes_per_task"])
+        """The run's scenario, rebuilt from its recorded settings and checked against its fingerprint."""
+        return self._data[1]
 
     # -- checks against the model -------------------------------------------------------------
     def validate(self) -> "RunFolder":
