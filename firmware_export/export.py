@@ -72,7 +72,7 @@ def export_firmware(run_dir, out_dir, config, target: str = "cortex-m4", samples
     run = load_run(run_dir)
     graph = run.graph
     with write_folder(out, "firmware", force, inputs) as tmp:
-        model = render_model(graph, run.roles, tmp)
+        model = render_model(graph, run.plan, tmp)
         render_fixed(tmp)
         train = render_train(run, config, tmp)
         render_persist(tmp, state_tag=train.state_tag)

@@ -31,7 +31,6 @@ from zo_edge.engine import Engine
 from zo_edge.errors import ZoEdgeError
 from zo_edge.kernels.add import LEFT_SHIFT
 from zo_edge.planner import ALIAS_OPS, SHAPE_OPS, ArenaPlan, arena_roots, plan_training_arena, split_schedules
-from zo_edge.quantize import TRAINABLE_ROLES
 from firmware_export.render import environment
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -167,14 +166,18 @@ def _op_entry(step, graph, root: dict, prefix_ops: set) -> dict:
     return entry
 
 
-def build_context(graph, roles: dict, trainable_roles=None) -> tuple[dict, ArenaPlan]:
-    """Everything the templates need, as plain numbers and lists, and the arena plan."""
+def build_context(graph, plan=None, trainable_roles=None) -> tuple[dict, ArenaPlan]:
+    """Everything the templates need, as plain numbers and lists, and the arena plan.
+
+    ``plan``: the run's adaptation plan (``zo_edge.plan``), or None for inference-only firmware;
+    ``trainable_roles``: the roles whose tensors become RAM state (default: all of the plan's)."""
     _check_supported(graph)
-    if trainable_roles is None:  # the default: whichever of the standard trainable roles this run has
-        trainable_roles = [r for r in TRAINABLE_ROLES if roles.get(r) is not None]
+    roles = plan.roles() if plan is not None else {}
+    if trainable_roles is None:
+        trainable_roles = [role for role, _ in plan.trainables()] if plan is not None else []
     missing = [r for r in trainable_roles if roles.get(r) is None]
     if missing:
-        raise ZoEdgeError(f"the run has no {', '.join(missing)} in its role map; rebuild it with `zo-edge build`")
+        raise ZoEdgeError(f"the plan has no {', '.join(missing)}; rebuild the run with `zo-edge build`")
     trainable = {roles[r]: r for r in trainable_roles}
     for index, role in trainable.items():
         if not graph.tensors[index].is_constant:
@@ -185,10 +188,11 @@ def build_context(graph, roles: dict, trainable_roles=None) -> tuple[dict, Arena
     schedules = split_schedules(graph, list(trainable), engine=engine)
     prefix_ops, boundary = schedules.prefix_ops, schedules.boundary
     root = _arena_roots(graph)
-    plan = plan_training_arena(graph, root=root, schedules=schedules)
+    keep = [plan.classifier.logits] if plan is not None else []
+    arena = plan_training_arena(graph, root=root, schedules=schedules, keep=keep)
 
     # where each tensor lives in C: the arena (activations), state (trainable: RAM), flash (other constants)
-    tensors = {t: dict(index=t, where="arena", offset=plan.offsets[t], bytes=plan.nbytes[t]) for t in root}
+    tensors = {t: dict(index=t, where="arena", offset=arena.offsets[t], bytes=arena.nbytes[t]) for t in root}
     state = []
     for index, role in trainable.items():
         t = graph.tensors[index]
@@ -212,17 +216,17 @@ def build_context(graph, roles: dict, trainable_roles=None) -> tuple[dict, Arena
     def quant(index):
         t = graph.tensors[index]
         scale, zero_point = t.scalar_quant()
-        return dict(index=index, offset=plan.offsets[index], size=t.size_bytes, scale=scale, zero_point=zero_point)
+        return dict(index=index, offset=arena.offsets[index], size=t.size_bytes, scale=scale, zero_point=zero_point)
 
     context = dict(
         source=Path(graph.source).name, num_ops=len(graph.ops), num_tensors=len(graph.tensors),
-        arena_size=plan.size, input=quant(graph.inputs[0]), logits=quant(graph.outputs[0]),
+        arena_size=arena.size, input=quant(graph.inputs[0]), logits=quant(graph.outputs[0]),
         constants=constants, state=state, ops=ops, tensors=tensors, boundary=boundary,
-        roles=sorted((_identifier(r).upper(), int(i)) for r, i in roles.items() if i is not None),
+        roles=sorted((_identifier(r).upper(), int(i)) for r, i in roles.items()),
         tensor_table=[tensors.get(i, dict(index=i, where=None, bytes=0)) for i in range(len(graph.tensors))],
         tflite_rows=_rows(np.frombuffer(graph.model_bytes, np.uint8)), tflite_len=len(graph.model_bytes),
     )
-    return context, plan
+    return context, arena
 
 
 def _check_accumulator(op, p, graph, operands) -> None:
@@ -249,13 +253,13 @@ class ExportedModel:
 _environment = environment  # the shared template environment (firmware_export/render.py)
 
 
-def render_model(graph, roles: dict, out_dir, trainable_roles=None) -> ExportedModel:
+def render_model(graph, plan, out_dir, trainable_roles=None) -> ExportedModel:
     """Write the model's C sources (``OUTPUT_FILES``) into ``out_dir``.
 
-    ``trainable_roles``: the role names whose tensors become RAM state; by default the standard
-    trainable roles (adapter and classifier weights and biases) the run has.
+    ``plan``: the run's adaptation plan (None: inference only); ``trainable_roles``: the role names whose
+    tensors become RAM state, by default every trainable tensor of the plan.
     """
-    context, plan = build_context(graph, roles, trainable_roles)
+    context, arena = build_context(graph, plan, trainable_roles)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     env = _environment()
@@ -265,7 +269,7 @@ def render_model(graph, roles: dict, out_dir, trainable_roles=None) -> ExportedM
         path.write_text(env.get_template(name + ".j2").render(**context))
         files.append(path)
     return ExportedModel(
-        out_dir=out, files=files, arena=plan,
+        out_dir=out, files=files, arena=arena,
         prefix_ops=[op["index"] for op in context["ops"] if op["in_prefix"]],
         boundary=list(context["boundary"]),
         traced=[(op["index"], op["output"]) for op in context["ops"] if op["output"] >= 0],

@@ -184,20 +184,21 @@ def train_context(learner, classifier_layout: str = "auto") -> dict:
     if classifier_layout not in ("auto", *memory.CLASSIFIER_LAYOUTS):
         raise ZoEdgeError(f"unknown classifier layout {classifier_layout!r}; one of auto, "
                           f"{', '.join(memory.CLASSIFIER_LAYOUTS)}")
-    cfg, run = learner.config, learner.run
-    graph, roles = learner.graph, run.roles
+    cfg = learner.config
+    graph, plan = learner.graph, learner.plan
     B = cfg.batch_size
-    model, plan = build_context(graph, roles)
+    model, arena = build_context(graph, plan)
     model_state = {s["role"]: s for s in model["state"]}
     C = learner.num_classes
-    if model["logits"]["size"] != C:
-        raise ZoEdgeError(f"the logits hold {model['logits']['size']} values, the classifier {C}")
+    logits = graph.tensors[plan.classifier.logits]
+    if logits.size_bytes != C:
+        raise ZoEdgeError(f"the logits hold {logits.size_bytes} values, the classifier {C}")
 
     ctx = {"method": cfg.method, "batch": B, "q": cfg.q, "num_classes": C, "seed": int(cfg.seed) & 0xFFFFFFFF,
            "mu_q15": fixed.momentum_q15(cfg.momentum), "momentum": bool(cfg.momentum), "source": model["source"],
            "logits_scale_q24": int(learner.tables.scale_q24), "exp_q16": _rows(learner.tables.exp_q16),
            "lr": cfg.lr, "fc_lr": cfg.fc_lr, "clip": cfg.clip, "momentum_value": cfg.momentum,
-           "master": cfg.master, "zo": None, "fc": None}
+           "master": cfg.master, "zo": None, "fc": None, "logits_tensor": int(plan.classifier.logits)}
     if learner.zo is not None:
         zo = _vector_context("zo", learner.zo, learner, cfg.lr, model_state, aliased=False)
         grad = learner.zo_gradient_multiplier(B)  # the simulator's own multipliers
@@ -207,13 +208,13 @@ def train_context(learner, classifier_layout: str = "auto") -> dict:
         ctx["zo"] = zo
     if learner.fc is not None:
         fc = _vector_context("fc", learner.fc, learner, cfg.fc_lr, model_state, aliased=True)
-        w = graph.tensors[roles["classifier.weights"]]
+        w = graph.tensors[plan.classifier.weights]
         h = graph.tensors[learner.features_index]
         C_, D = (int(v) for v in w.shape)
         if C_ != C or int(np.prod(h.shape)) != D or learner.fc.n != C * D + C:
             raise ZoEdgeError(f"the classifier is {tuple(w.shape)} on an input of {tuple(h.shape)}; "
                               "the firmware takes a fully connected [classes, features] classifier")
-        _check_h_survives_suffix(learner.features_index, model, plan)
+        _check_h_survives_suffix(learner.features_index, model, arena)
         mult_w, mult_b = learner.classifier_gradient_multipliers(B)  # the simulator's own multipliers
         # |e| <= 2^16 and |h - zp| <= 255: a sum over B samples fits int32 while B * 2^16 * 255 < 2^31
         wide = memory.wide_accumulator(B)

@@ -388,10 +388,8 @@ def _random_master(rng, pv) -> np.ndarray:
 def test_param_vector_update_sequence_is_byte_identical(programs, tmp_path, digits_run, master, lr, momentum, clip):
     """50 updates of the adapter + classifier vector of a real run: master, velocity, view after each."""
     require_tools("gcc")
-    from zo_edge.learners.int8_learner import ADAPTER, CLASSIFIER
-
     rng = np.random.default_rng(int(lr * 100) + (master == "int8"))
-    pv = _param_vector(digits_run, ADAPTER + CLASSIFIER, master)
+    pv = _param_vector(digits_run, [role for role, _ in digits_run.plan.trainables()], master)
     assert {s["kind"] for s in fixed_export.vector_layout(pv)} == (
         {fixed_export.SEG_INT8_M16, fixed_export.SEG_INT32} if master == "int16"
         else {fixed_export.SEG_INT8, fixed_export.SEG_INT32})
@@ -443,10 +441,8 @@ def test_param_vector_update_sequence_is_byte_identical(programs, tmp_path, digi
 @pytest.mark.parametrize("eps_steps", [1.0, 3.0, 60.0])
 def test_probes_equal_param_vector_probes(programs, tmp_path, digits_run, master, eps_steps):
     require_tools("gcc")
-    from zo_edge.learners.int8_learner import ADAPTER, CLASSIFIER
-
     rng = np.random.default_rng(int(eps_steps) + (master == "int8"))
-    pv = _param_vector(digits_run, ADAPTER + CLASSIFIER, master)
+    pv = _param_vector(digits_run, [role for role, _ in digits_run.plan.trainables()], master)
     pv.master = _random_master(rng, pv) if eps_steps > 1 else pv.master
     largest = float(pv.scale[pv.is_int8].max())
     k = np.maximum(pv.perturbation_steps(eps_steps * largest), 1)  # as Int8Learner._resolve_epsilon
@@ -475,10 +471,8 @@ def test_zo_gradient_for_any_query_count_and_extreme_losses(programs, tmp_path, 
     """The zeroth-order gradient as Int8Learner.zo_update forms it, beyond the cached-row limit
     (ZOEDGE_MAX_Q = 64) and with loss differences that saturate the int32 sum."""
     require_tools("gcc")
-    from zo_edge.learners.int8_learner import ADAPTER
-
     rng = np.random.default_rng(q)
-    pv = _param_vector(digits_run, ADAPTER, "int16")
+    pv = _param_vector(digits_run, dict(digits_run.plan.vectors("zo-fc"))["zo"], "int16")
     batch, lr, momentum, clip = 24, 0.01, 0.9, 1.0
     k = np.maximum(pv.perturbation_steps(float(pv.scale[pv.is_int8].max())), 1)
     real = (1 << fixed.GRAD_BITS) / ((1 << fixed.LOSS_BITS) * 2.0 * q * batch * k * pv.scale)

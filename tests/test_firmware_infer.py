@@ -24,6 +24,7 @@ from zo_edge.build import build_run, load_run
 from zo_edge.data import load_dataset
 from zo_edge.engine import Engine
 from zo_edge.errors import ZoEdgeError
+from zo_edge.plan import Classifier, Plan
 from zo_edge.qgraph import QGraph
 
 ZOO_RUNS = {"digits-cnn": dict(dataset="digits"), "ds-cnn": dict(dataset="spoken-digits")}
@@ -68,7 +69,7 @@ def exported(request, tmp_path_factory):
     build_run(root / "run", epochs=2, log=lambda m: None, **ZOO_RUNS[request.param])
     run = load_run(root / "run")
     graph = run.graph
-    model = render_model(graph, run.roles, root / "fw")
+    model = render_model(graph, run.plan, root / "fw")
     dataset = run.dataset
     engine = Engine(graph)
     x = engine.quantize_input(dataset.x_test)
@@ -121,7 +122,7 @@ def other_state(exported):
     graph, roles = exported.graph, exported.run.roles
     rng = np.random.default_rng(1)
     values = {}
-    for role in ("adapter_down.weights", "adapter_down.bias", "adapter_up.weights", "adapter_up.bias",
+    for role in ("adapter0.down.weights", "adapter0.down.bias", "adapter0.up.weights", "adapter0.up.bias",
                  "classifier.weights", "classifier.bias"):
         t = graph.tensors[roles[role]]
         limit = 127 if t.dtype == np.int8 else 1 << 12
@@ -218,7 +219,7 @@ def test_kernels_beyond_the_zoo_equal_the_engine(tmp_path):
     require_tools("gcc")
     rng = np.random.default_rng(7)
     graph = QGraph.from_bytes(_coverage_graph(rng), source="coverage.tflite")
-    model = render_model(graph, {}, tmp_path, trainable_roles=())
+    model = render_model(graph, None, tmp_path)  # inference only
     x = rand_int8(rng, [64, 11, 9, 3])
     traced = model.traced
     _, captured = Engine(graph).run(x, capture=[t for _, t in traced])
@@ -235,14 +236,15 @@ def test_export_refuses_what_the_firmware_cannot_run(tmp_path):
     g.output(g.softmax(x))
     softmax = QGraph.from_bytes(g.finish(), source="softmax.tflite")
     with pytest.raises(ZoEdgeError, match="SOFTMAX, which the firmware export does not support"):
-        render_model(softmax, {}, tmp_path, trainable_roles=())
+        render_model(softmax, None, tmp_path)
 
     g = GraphBuilder()
     x = g.input([1, 4], scale=0.1, zero_point=0)
-    g.output(g.fully_connected(x, rand_int8(np.random.default_rng(0), [3, 4]), w_scale=0.01, out_scale=0.1,
-                               out_zp=0))
+    out = g.fully_connected(x, rand_int8(np.random.default_rng(0), [3, 4]), w_scale=0.01, out_scale=0.1, out_zp=0)
+    g.output(out)
     dense = QGraph.from_bytes(g.finish(), source="dense.tflite")
-    with pytest.raises(ZoEdgeError, match="no classifier.weights"):
-        render_model(dense, {}, tmp_path, trainable_roles=("classifier.weights",))
+    with pytest.raises(ZoEdgeError, match="the plan has no classifier.weights"):
+        render_model(dense, None, tmp_path, trainable_roles=("classifier.weights",))
+    wrong = Plan(input=x, output=out, classifier=Classifier(input=x, weights=x, bias=x, logits=out))
     with pytest.raises(ZoEdgeError, match="not a constant"):
-        render_model(dense, {"classifier.weights": x}, tmp_path, trainable_roles=("classifier.weights",))
+        render_model(dense, wrong, tmp_path, trainable_roles=("classifier.weights",))

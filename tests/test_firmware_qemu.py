@@ -62,14 +62,14 @@ def _export(root, count: int, **build_kwargs) -> SimpleNamespace:
     run = load_run(root / "run")
     graph = run.graph
     fw = root / "fw"
-    model = render_model(graph, run.roles, fw)
+    model = render_model(graph, run.plan, fw)
     dataset = run.dataset
     engine = Engine(graph)
     picked = np.linspace(0, len(dataset.x_test) - 1, count).astype(int)
     x = engine.quantize_input(dataset.x_test[picked])
     (logits,), _ = engine.run(x)
     state_bytes = sum(graph.tensors[run.roles[r]].size_bytes for r in
-                      ("adapter_down.weights", "adapter_down.bias", "adapter_up.weights", "adapter_up.bias",
+                      ("adapter0.down.weights", "adapter0.down.bias", "adapter0.up.weights", "adapter0.up.bias",
                        "classifier.weights", "classifier.bias"))
     render_build_files(fw, x, source=graph.source, stack_bytes=STACK_BYTES, qemu_timeout_s=QEMU_TIMEOUT_S,
                        sample_note=f"test samples {', '.join(map(str, picked))}",

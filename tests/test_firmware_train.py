@@ -72,7 +72,7 @@ def _zoo(factory, name: str) -> Zoo:
     run = load_run(root / "run")
     graph = run.graph
     fw = root / "fw"
-    render_model(graph, run.roles, fw)
+    render_model(graph, run.plan, fw)
     render_fixed(fw)
     objects = []
     for source in LIBRARY:
@@ -80,7 +80,7 @@ def _zoo(factory, name: str) -> Zoo:
         _compile(["gcc", *WARN, "-O2", "-c", str(fw / source), "-o", str(obj)])
         objects.append(obj)
     task = run.scenario.tasks[0]
-    allowed = np.zeros(int(graph.tensors[run.roles["logits"]].shape[-1]), dtype=bool)
+    allowed = np.zeros(int(graph.tensors[run.plan.classifier.logits].shape[-1]), dtype=bool)
     allowed[task.classes] = True
     return Zoo(run, root, fw, objects, task, allowed)
 

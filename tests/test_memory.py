@@ -8,7 +8,6 @@ model's flash components equal the compiled object's symbol sizes.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import re
@@ -52,8 +51,8 @@ def _arena_size(fw) -> int:
 
 def test_arena_equals_the_firmware_for_both_schedules(zoo):
     cfg = LearnerConfig()
-    training = render_model(zoo.graph, zoo.run.roles, zoo.root / "fw-train")
-    inference = render_model(zoo.graph, zoo.run.roles, zoo.root / "fw-infer", trainable_roles=[])
+    training = render_model(zoo.graph, zoo.run.plan, zoo.root / "fw-train")
+    inference = render_model(zoo.graph, zoo.run.plan, zoo.root / "fw-infer", trainable_roles=[])
     zo_fc = memory.estimate(zoo.run, cfg, "zo-fc")
     infer = memory.estimate(zoo.run, cfg, "inference")
     assert zo_fc.ram["activation arena"] == _arena_size(zoo.root / "fw-train") == training.arena.size
@@ -91,7 +90,7 @@ def test_zo_fc_overhead_is_trainable_state_plus_train_step_statics(zoo, name):
     assert zo_fc.ram_bytes - infer.ram_bytes == arena_growth + state + statics
     # the firmware twin: the model's RAM tensors plus zoedge_train.c's static RAM, item for item
     ctx = train_context(export_learner(zoo.run, cfg))
-    model_state = sum(zoo.graph.tensors[zoo.run.roles[r]].size_bytes for r in memory.TRAINABLE)
+    model_state = sum(zoo.graph.tensors[zoo.run.roles[r]].size_bytes for r, _ in zoo.run.plan.trainables())
     assert state + statics == model_state + sum(b for _, b in ctx["ram"])
     assert memory.state_blob_bytes(learner) == state_size(learner) == ctx["state_bytes"]
     wide = cfg.batch_size * (1 << 16) * 255 >= 1 << 31
@@ -130,7 +129,7 @@ def test_model_flash_matches_the_compiled_firmware(zoo):
     if shutil.which("arm-none-eabi-gcc") is None:
         pytest.skip("arm-none-eabi-gcc not installed")
     fw = zoo.root / "fw-size"
-    render_model(zoo.graph, zoo.run.roles, fw)
+    render_model(zoo.graph, zoo.run.plan, fw)
     obj = fw / "zoedge_model.o"
     subprocess.run(["arm-none-eabi-gcc", "-std=c99", "-O2", "-mcpu=cortex-m4", "-mthumb", "-c", "-o", str(obj),
                     str(fw / "zoedge_model.c")], check=True, capture_output=True)
@@ -152,16 +151,16 @@ def test_fo_holds_the_activations_its_backward_pass_reads(zoo):
     from zo_edge.engine import Engine
 
     roles = zoo.run.roles
-    bp = memory.backward_plan(zoo.graph, Engine(zoo.graph), [roles[r] for r in memory.TRAINABLE])
+    bp = memory.backward_plan(zoo.graph, Engine(zoo.graph), [roles[r] for r, _ in zoo.run.plan.trainables()])
     root = planner.arena_roots(zoo.graph)
-    for role in ("cut", "adapter_down.output", "classifier.input"):  # inputs of trained layers
+    for role in ("adapter0.cut", "adapter0.hidden", "classifier.input"):  # inputs of trained layers
         assert root[roles[role]] in bp.saved
     assert bp.backward_ops[0] == zoo.graph.producer(roles["logits"]).index
     assert bp.full >= bp.gradients >= bp.forward == planner.plan_arena(zoo.graph).size
     b = memory.estimate(zoo.run, LearnerConfig(), "fo")
     arena = b.group_bytes("activations") + b.ram.get("activation gradients (float32)", 0) + b.ram.get("backprop activations", 0)
     assert arena == bp.full
-    n = sum(int(np.prod(zoo.graph.tensors[roles[r]].shape)) for r in memory.TRAINABLE)
+    n = sum(int(np.prod(zoo.graph.tensors[roles[r]].shape)) for r, _ in zoo.run.plan.trainables())
     assert b.ram["master copies (float32)"] == b.ram["gradient accumulators (float32)"] == b.ram["momentum"] == 4 * n
 
 
@@ -176,13 +175,16 @@ def test_json_round_trip_and_measured_code(zoo):
     assert measured.flash["code (measured cortex-m4)"] == 9000 and "code (estimate)" not in measured.flash
 
 
-def test_bad_configuration_and_missing_roles(zoo):
+def test_bad_configuration_and_a_broken_plan(zoo, tmp_path):
     with pytest.raises(ZoEdgeError, match="unknown configuration 'train'; choose one of inference, zo-fc, fo"):
         memory.estimate(zoo.run, LearnerConfig(), "train")
-    run = copy.copy(zoo.run)
-    run.meta = {**zoo.run.meta, "roles": {k: v for k, v in zoo.run.roles.items() if k != "adapter_up.bias"}}
-    with pytest.raises(ZoEdgeError, match="adapter_up.bias"):
-        memory.estimate(run, LearnerConfig(), "fo")
+    bad = tmp_path / "run"
+    shutil.copytree(zoo.root / "run", bad)
+    meta = json.loads((bad / "run.json").read_text())
+    meta["plan"]["adapters"][0]["up_bias"] = 10_000
+    (bad / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(ZoEdgeError, match="adapter0.up.bias points at tensor 10000"):  # caught on reading
+        load_run(bad)
 
 
 # -- the planner on hand-made graphs ----------------------------------------------------------------------

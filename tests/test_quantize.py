@@ -41,7 +41,7 @@ def test_model_is_int8_in_and_out_and_runs_in_tflm(quantized, scenario):
     assert sg.Tensors(sg.Inputs(0)).Type() == 9 and sg.Tensors(sg.Outputs(0)).Type() == 9  # INT8
     assert {row["dtype"] for row in qm.report} <= {"int8", "int32"}
     interpreter = runtime.Interpreter.from_bytes(qm.tflite)
-    inp = qm.report[qm.roles["input"]]
+    inp = qm.report[qm.plan.input]
     x = Q.quantize_input(scenario.base.x_test[:1], inp["scales"][0], inp["zero_points"][0])
     interpreter.set_input(x, 0)
     interpreter.invoke()
@@ -51,11 +51,13 @@ def test_model_is_int8_in_and_out_and_runs_in_tflm(quantized, scenario):
 def test_trainable_tensors_have_sane_normal_scales(quantized):
     _, qm = quantized
     tiny = float(np.finfo(np.float32).tiny)
-    for role in Q.TRAINABLE_ROLES + ("cut", "adapter_down.output", "adapter.output", "adapter_add.output", "logits"):
-        scales = np.asarray(qm.report[qm.roles[role]]["scales"])
+    roles = qm.plan.roles()
+    trainable = [role for role, _ in qm.plan.trainables()]
+    for role in trainable + ["adapter0.cut", "adapter0.hidden", "adapter0.output", "adapter0.add_output", "logits"]:
+        scales = np.asarray(qm.report[roles[role]]["scales"])
         assert len(scales) and np.all(np.isfinite(scales)), role
         assert np.all(scales > max(1e-30, tiny)) and np.all(scales < 1e3), (role, scales.min(), scales.max())
-    up = qm.report[qm.roles["adapter_up.weights"]]
+    up = qm.report[roles["adapter0.up.weights"]]
     np.testing.assert_allclose(up["scales"], Q.QuantConfig().up_magnitude / 127, rtol=1e-5)
     assert up["quantized_dimension"] == 0 and len(up["scales"]) == up["shape"][0]  # per-channel
 
@@ -63,64 +65,67 @@ def test_trainable_tensors_have_sane_normal_scales(quantized):
 def test_up_projection_is_zero_and_adapter_is_identity(quantized, scenario):
     model, qm = quantized
     graph = Q._parse(qm.tflite)
-    assert not np.any(Q._read_const(graph, qm.roles["adapter_up.weights"]))
-    assert not np.any(Q._read_const(graph, qm.roles["adapter_up.bias"]))
-    assert not np.any(Q._read_const(graph, qm.roles["adapter_down.bias"]))
+    roles = qm.plan.roles()
+    assert not np.any(Q._read_const(graph, roles["adapter0.up.weights"]))
+    assert not np.any(Q._read_const(graph, roles["adapter0.up.bias"]))
+    assert not np.any(Q._read_const(graph, roles["adapter0.down.bias"]))
     # the trainable tensors own their buffers (the device updates them in place)
-    buffers = [graph.tensors[qm.roles[r]].buffer for r in Q.TRAINABLE_ROLES]
+    buffers = [graph.tensors[t].buffer for t in qm.plan.trainable_indices()]
     assert len(set(buffers)) == len(buffers)
     users = [t.buffer for t in graph.tensors]
     assert all(users.count(b) == 1 for b in buffers)
     # down / classifier int8 weights are the true float values at the headroom scales
     true = Q._keras_to_tflite_kernel(model.get_layer("classifier").get_weights()[0])
-    q = Q._read_const(graph, qm.roles["classifier.weights"]).astype(np.float64)
-    scales = np.asarray(qm.report[qm.roles["classifier.weights"]]["scales"])[:, None]
+    q = Q._read_const(graph, roles["classifier.weights"]).astype(np.float64)
+    scales = np.asarray(qm.report[roles["classifier.weights"]]["scales"])[:, None]
     np.testing.assert_allclose(q * scales, true, atol=scales.max() / 2 + 1e-9)
     assert np.abs(q).max() <= 127 / Q.QuantConfig().classifier_headroom + 1
-    assert qm.checks["adapter_output_is_zero_point"] and qm.checks["add_vs_requantised_block_max_lsb"] <= 1
+    assert qm.checks["adapter_outputs_are_zero_points"] and qm.checks["add_vs_requantised_block_max_lsb"] <= 1
     # the int8 model agrees with the float model on the base task
     from zo_edge.build import int8_accuracy
 
-    acc = int8_accuracy(qm.tflite, qm.roles, qm.report, scenario.base.x_test, scenario.base.y_test,
-                        scenario.base.classes)
+    acc = int8_accuracy(qm.tflite, qm.plan, scenario.base.x_test, scenario.base.y_test, scenario.base.classes)
     float_acc = models.evaluate_base(model, scenario.base)["base_accuracy"]
     assert acc["accuracy"] >= float_acc - 0.03
 
 
-def test_role_map_points_at_the_right_tensors(quantized):
+def test_the_plan_points_at_the_right_tensors(quantized):
     model, qm = quantized
-    shapes = {role: qm.report[t]["shape"] for role, t in qm.roles.items()}
+    shapes = {role: qm.report[t]["shape"] for role, t in qm.plan.roles().items()}
     info = models.adapter_info(model)
     width, channels = info["width"], info["channels"]
     assert shapes["logits"] == [1, 10] and shapes["input"] == [1, 8, 8, 1]
     assert shapes["classifier.weights"] == [10, model.get_layer("classifier").input.shape[-1]]
     assert shapes["classifier.bias"] == [10]
-    assert shapes["adapter_down.weights"][0] == width and shapes["adapter_down.weights"][-1] == channels
-    assert shapes["adapter_up.weights"][0] == channels and shapes["adapter_up.weights"][-1] == width
-    assert shapes["adapter_down.bias"] == [width] and shapes["adapter_up.bias"] == [channels]
-    assert shapes["cut"][1:] == info["cut_shape"]
-    assert shapes["adapter.output"] == shapes["adapter_add.output"] == shapes["block.output"] == shapes["cut"]
-    assert shapes["adapter_down.output"][-1] == width
-    # names are only hints: the same map comes out of a model whose tensor names are scrambled
+    assert shapes["adapter0.down.weights"][0] == width and shapes["adapter0.down.weights"][-1] == channels
+    assert shapes["adapter0.up.weights"][0] == channels and shapes["adapter0.up.weights"][-1] == width
+    assert shapes["adapter0.down.bias"] == [width] and shapes["adapter0.up.bias"] == [channels]
+    assert shapes["adapter0.cut"][1:] == info["cut_shape"]
+    assert shapes["adapter0.output"] == shapes["adapter0.add_output"] == shapes["adapter0.block_output"] \
+        == shapes["adapter0.cut"]
+    assert shapes["adapter0.hidden"][-1] == width
+    # names are only hints: the same plan comes out of a model whose tensor names are scrambled
     graph = Q._parse(qm.tflite)
     for i, tensor in enumerate(graph.tensors):
         tensor.name = f"t{i}".encode()
-    assert Q.find_roles(Q._pack(graph.model)) == qm.roles
+    keras = [a.keras for a in qm.plan.adapters]
+    assert Q.find_plan(Q._pack(graph.model), keras, "classifier") == qm.plan
 
 
 def test_report_marks_headroom_rows(quantized):
     _, qm = quantized
     rows = {row["index"]: row for row in qm.report}
-    for role in ("adapter_up.weights", "adapter.output", "adapter_add.output", "adapter_down.weights",
+    roles = qm.plan.roles()
+    for role in ("adapter0.up.weights", "adapter0.output", "adapter0.add_output", "adapter0.down.weights",
                  "classifier.weights", "logits"):
-        row = rows[qm.roles[role]]
+        row = rows[roles[role]]
         assert row["headroom"] and row["headroom_reason"], role
         assert role in row["role"]
-    assert not rows[qm.roles["input"]]["headroom"]
+    assert not rows[roles["input"]]["headroom"]
     text = Q.report_to_text(qm.report)
-    assert "adapter_up.weights" in text and "headroom" in text and len(text.splitlines()) > len(qm.report)
+    assert "adapter0.up.weights" in text and "headroom" in text and len(text.splitlines()) > len(qm.report)
     json.dumps(qm.to_json())  # JSON-ready
-    assert Q.check_tflite(qm.tflite) == qm.roles
+    assert Q.check_tflite(qm.tflite, [a.keras for a in qm.plan.adapters], "classifier") == qm.plan
 
 
 def test_a_float_model_is_refused(quantized):
@@ -149,7 +154,7 @@ def test_build_run_writes_a_run_and_refuses_to_overwrite(tmp_path):
     assert run.meta["quantization"]["int8_base_test"]["accuracy"] > 0.8
     assert lines and run.meta["build_seconds"] < 60
     loaded = load_run(out)
-    assert loaded.roles == Q.check_tflite(loaded.tflite)
+    assert loaded.plan == Q.check_tflite(loaded.tflite, [a.keras for a in loaded.plan.adapters], "classifier")
     assert loaded.meta["scenario"]["class_order"] == run.meta["scenario"]["class_order"]
     for key in ("tensorflow", "numpy"):
         assert loaded.meta["versions"][key]

@@ -42,7 +42,7 @@ def test_engine_equals_tflm_on_the_whole_test_split(zoo_run):
 def test_suffix_after_prefix_equals_the_whole_graph(zoo_run):
     run, graph, x = zoo_run
     engine = Engine(graph)
-    split = engine.split(run.roles["cut"])
+    split = engine.split(run.roles["adapter0.cut"])
     assert split.prefix and split.suffix
     whole, _ = engine.run(x[:64])
     parts, _ = split.run_suffix(split.run_prefix(x[:64]))
@@ -54,9 +54,9 @@ def test_overridden_adapter_weights_reach_the_output(zoo_run):
     up-projection weights are the identity adapter, non-zero ones change the logits."""
     run, graph, x = zoo_run
     roles = run.roles
-    up = graph.tensors[roles["adapter_up.weights"]]
+    up = graph.tensors[roles["adapter0.up.weights"]]
     assert not up.data.any(), "the quantised up-projection starts at zero"
-    split = Engine(graph).split(roles["cut"])
+    split = Engine(graph).split(roles["adapter0.cut"])
     boundary = split.run_prefix(x[:64])
     base, _ = split.run_suffix(boundary)
     same, _ = split.run_suffix(boundary, constants={up.index: np.zeros_like(up.data)})
@@ -72,14 +72,14 @@ def test_frozen_split_runs_only_what_training_can_change(zoo_run):
     any trainable values equals the whole graph run with those values."""
     run, graph, x = zoo_run
     roles = run.roles
-    trainable = [roles[r] for r in ("adapter_down.weights", "adapter_down.bias", "adapter_up.weights",
-                                    "adapter_up.bias", "classifier.weights", "classifier.bias")]
+    trainable = [roles[r] for r in ("adapter0.down.weights", "adapter0.down.bias", "adapter0.up.weights",
+                                    "adapter0.up.bias", "classifier.weights", "classifier.bias")]
     engine = Engine(graph)
     frozen = engine.split_frozen(trainable)
-    assert len(frozen.suffix) <= len(engine.split(roles["cut"]).suffix)
+    assert len(frozen.suffix) <= len(engine.split(roles["adapter0.cut"]).suffix)
     assert all(s.op.opcode != "DEPTHWISE_CONV_2D" for s in frozen.suffix)
     rng = np.random.default_rng(1)
-    up = graph.tensors[roles["adapter_up.weights"]]
+    up = graph.tensors[roles["adapter0.up.weights"]]
     constants = {up.index: rng.integers(-60, 61, size=up.data.shape).astype(np.int8)}
     whole, _ = engine.run(x[:64], constants=constants)
     parts, _ = frozen.run_suffix(frozen.run_prefix(x[:64]), constants=constants)

@@ -1,17 +1,20 @@
-"""Make a run folder: data → scenario → zoo model → pretrain (float, base task) → int8 .tflite.
+"""Make a run folder: data → scenario → model with adapters → int8 .tflite and its adaptation plan.
 
-A run folder holds everything later steps (simulation, firmware export, RAM profile) start from:
+A run folder holds everything later steps (simulation, firmware export, RAM profile) start from
+(``zo_edge.run_folder`` reads it back, checked):
 
-    model.keras          the pretrained float model (adapter at identity)
-    model_int8.tflite    the int8 model (TFLM-ready; adapter_up zeroed, headroom ranges)
+    model.keras          the float model (adapters at identity); absent for a run made from a .tflite
+    model_int8.tflite    the int8 model (TFLM-ready; up-projections zeroed, headroom ranges)
     quantization.txt     the per-tensor quantisation table, headroom rows marked
-    quantization.json    the same as JSON, with the role map and the quantisation settings
-    run.json             every setting, seed, class order, scenario and dataset meta, the architecture,
-                         adapter settings, pretraining accuracy, the role → tensor index map, versions
+    quantization.json    the same as JSON, with the plan and the quantisation settings
+    data.npz             the user's data, as validated (absent for the bundled sets, rebuilt by recipe)
+    run.json             every setting, the seed, the data and scenario record (``zo_edge.data`` spec),
+                         the adaptation plan (``zo_edge.plan``), pretraining and int8 accuracy, versions
 
-The folder is built in a hidden temporary sibling and renamed into place at the end, so a failure
-never leaves half a run behind (``zo_edge.outputs``: it is marked as zo-edge's, and ``--force`` replaces
-only such a folder). ``zo_edge.run_folder.load_run`` reads it back, checked.
+This module builds the zoo's models on a bundled dataset or the user's npz (``build_run``); the two
+bring-your-own-model paths share its data handling and folder writing. The folder is built in a hidden
+temporary sibling and renamed into place at the end, so a failure never leaves half a run behind
+(``zo_edge.outputs``: it is marked as zo-edge's, and ``--force`` replaces only such a folder).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from zo_edge.errors import ZoEdgeError
 from zo_edge.outputs import check_output_folder, write_folder
 from zo_edge.run_folder import RUN_FORMAT, RunFolder, load_run
 
-RUN_FILES = ("model.keras", "model_int8.tflite", "quantization.txt", "quantization.json", "run.json")
+__all__ = ["build_run", "load_run", "RunFolder"]
 
 
 def _jsonable(obj):
@@ -76,38 +79,117 @@ def _task_summary(task) -> dict:
             "train_samples": int(len(task.y_train)), "test_samples": int(len(task.y_test))}
 
 
-def int8_accuracy(tflite: bytes, roles: dict, report: list, x, y, classes) -> dict:
-    """Accuracy of the int8 model in TFLM (argmax over ``classes``' logits, and over all logits)."""
-    from zo_edge.quantize import quantize_input
+def int8_accuracy(tflite: bytes, plan, x, y, classes) -> dict:
+    """Accuracy of the int8 model in TFLM (argmax of the logits over ``classes``, and over all logits)."""
+    from zo_edge.qgraph import QGraph
     from zo_edge.tflm import TflmOracle
 
     y = np.asarray(y, dtype=np.int64)
     if len(y) == 0:
         return {"accuracy": None, "accuracy_all_logits": None, "samples": 0}
-    row = report[roles["input"]]
-    xq = quantize_input(x, row["scales"][0], row["zero_points"][0])
-    (logits,), _ = TflmOracle(tflite).run(xq)
-    logits = logits.reshape(len(y), -1).astype(np.int32)
+    graph = QGraph.from_bytes(tflite)
+    scale, zero_point = graph.tensors[plan.input].scalar_quant()
+    from zo_edge.kernels.quantize import affine_quantize
+
+    xq = affine_quantize(x, scale, zero_point)
+    logits_index = plan.classifier.logits
+    intermediate = logits_index != plan.output
+    (out,), captured = TflmOracle(tflite, intermediates=intermediate).run(xq, [logits_index] if intermediate else [])
+    logits = (captured[logits_index] if intermediate else out).reshape(len(y), -1).astype(np.int32)
     classes = np.asarray(classes)
     masked = classes[np.argmax(logits[:, classes], axis=1)]
     return {"accuracy": float(np.mean(masked == y)),
             "accuracy_all_logits": float(np.mean(np.argmax(logits, axis=1) == y)), "samples": int(len(y))}
 
 
+# -- data ---------------------------------------------------------------------------------------------
+def load_data(dataset: str | None, data, seed: int, input_shape=None):
+    """The bundled ``dataset``, or the user's npz at ``data`` checked against ``input_shape``."""
+    from zo_edge.data import check_input_shape, load_dataset, load_npz
+
+    if data is not None:
+        ds = load_npz(data)
+        return check_input_shape(ds, input_shape) if input_shape is not None else ds
+    return load_dataset(dataset, seed=seed)
+
+
+def make_stream(ds, scenario: str, seed: int, base_classes=None, classes_per_task=None, tasks=None):
+    from zo_edge.data import make_scenario
+
+    return make_scenario(ds, scenario, seed=seed, base_classes=base_classes, classes_per_task=classes_per_task,
+                         tasks=tasks)
+
+
+def run_meta(*, settings: dict, ds, sc, model: dict, plan, quantized, pretrain: dict, acc8: dict) -> dict:
+    """run.json's content (``zo_edge.run_folder`` documents what downstream code reads); ``write_run``
+    adds the data record."""
+    from zo_edge.quantize import op_list
+
+    return _jsonable({
+        "format": RUN_FORMAT,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": settings,
+        "dataset": {
+            "name": ds.name, "input_shape": [int(d) for d in ds.input_shape], "num_classes": int(ds.num_classes),
+            "class_names": list(ds.class_names), "train_samples": int(len(ds.y_train)),
+            "test_samples": int(len(ds.y_test)), "meta": ds.meta,
+        },
+        "scenario": {
+            "name": sc.name, "kind": sc.name, "class_order": [int(c) for c in sc.class_order],
+            "num_classes": int(sc.num_classes), "base": _task_summary(sc.base),
+            "tasks": [_task_summary(t) for t in sc.tasks], "meta": sc.meta,
+        },
+        "model": model,
+        "pretrain": pretrain,
+        "quantization": {
+            "config": quantized.config, "checks": quantized.checks, "int8_base_test": acc8,
+            "tflite_bytes": len(quantized.tflite), "ops": op_list(quantized.tflite),
+        },
+        "plan": plan.to_json(),
+        "files": {"model_int8.tflite": {"sha256": hashlib.sha256(quantized.tflite).hexdigest(),
+                                        "bytes": len(quantized.tflite)}},
+        "versions": _versions(),
+    })
+
+
+def write_run(out: Path, force: bool, inputs, meta: dict, quantized, ds, sc, keras_model=None, log=print,
+              started: float | None = None) -> RunFolder:
+    """Write the run folder whole (module docstring) and read it back checked."""
+    from zo_edge.data import data_spec
+    from zo_edge.quantize import report_to_text
+
+    with write_folder(out, "run", force, inputs) as tmp:
+        if keras_model is not None:
+            keras_model.save(tmp / "model.keras")
+        (tmp / "model_int8.tflite").write_bytes(quantized.tflite)
+        (tmp / "quantization.txt").write_text(report_to_text(quantized.report))
+        (tmp / "quantization.json").write_text(json.dumps(_jsonable(quantized.to_json()), indent=1) + "\n")
+        stored = ds.meta.get("origin") != "bundled"  # a user's data travels with the run
+        meta["data"] = _jsonable(data_spec(ds, sc, store_in=tmp if stored else None))
+        if started is not None:
+            meta["build_seconds"] = round(time.perf_counter() - started, 2)
+        (tmp / "run.json").write_text(json.dumps(meta, indent=1) + "\n")
+    log(f"wrote {out}" + (f" in {meta['build_seconds']:.1f} s" if "build_seconds" in meta else ""))
+    return load_run(out)
+
+
+# -- the zoo -----------------------------------------------------------------------------------------
 def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il", seed: int = 0, arch=None,
               adapter_position="last", adapter_width: int = 8, epochs=None, force: bool = False, log=print,
-              base_classes: int = 4, classes_per_task: int = 2, quant_config=None) -> RunFolder:
-    """Build a run folder (see the module docstring) and return it, read back with ``load_run``.
+              base_classes=None, classes_per_task=None, tasks=None, data=None, quant_config=None) -> RunFolder:
+    """Build a zoo model's run folder (module docstring) and return it, read back with ``load_run``.
 
-    Refuses a non-empty ``out_dir`` unless ``force`` and it is a run folder zo-edge wrote; the old
-    folder is replaced only once the new one is complete.
+    ``dataset``: a bundled set, or ``data``: the path of the user's npz (``zo_edge.data`` documents the
+    format). ``tasks`` ("0,1,2,3;4,5" or lists) or ``base_classes``/``classes_per_task`` shape a class-il
+    stream. Refuses a non-empty ``out_dir`` unless ``force`` and it is a run folder zo-edge wrote; the
+    old folder is replaced only once the new one is complete.
     """
     from zo_edge import models
-    from zo_edge.data import load_dataset, make_scenario
-    from zo_edge.quantize import QuantConfig, op_list, quantize_model, report_to_text
+    from zo_edge.quantize import QuantConfig, quantize_model
 
     log = log or (lambda *_: None)
-    out = check_output_folder(out_dir, "run", force)  # before minutes of pretraining, not after
+    inputs = (data,)
+    out = check_output_folder(out_dir, "run", force, inputs)  # before minutes of pretraining, not after
     if isinstance(adapter_position, str) and adapter_position.strip().lstrip("-").isdigit():
         adapter_position = int(adapter_position)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -115,10 +197,13 @@ def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il
     seed = int(seed)
     started = time.perf_counter()
 
-    log(f"loading {dataset} and making the {scenario} scenario (seed {seed})")
-    ds = load_dataset(dataset, seed=seed)
-    sc = make_scenario(ds, scenario, seed=seed, base_classes=base_classes, classes_per_task=classes_per_task)
-    arch = arch or models.default_arch(ds.name)
+    log(f"loading {data or dataset} and making the {scenario} scenario (seed {seed})")
+    ds = load_data(dataset, data, seed)
+    sc = make_stream(ds, scenario, seed, base_classes, classes_per_task, tasks)
+    arch = arch or (models.default_arch(ds.name) if data is None else None)
+    if arch is None:
+        raise ZoEdgeError("give --arch for the zoo model to train on your data (one of "
+                          f"{', '.join(sorted(models.ARCHS))}), or bring your own with --model / --tflite")
     position = models.resolve_adapter_position(arch, adapter_position)
     model = models.build_model(arch, ds.input_shape, ds.num_classes, adapter_position=adapter_position,
                                adapter_width=adapter_width, seed=seed)
@@ -130,57 +215,23 @@ def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il
     pre = models.pretrain(model, sc.base, epochs=epochs, seed=seed)
     log(f"pretrained in {pre['seconds']:.1f} s: base-class test accuracy {pre['base_accuracy']:.3f}")
 
-    config = quant_config or QuantConfig()
-    quantized = quantize_model(model, sc.base.x_train, config=config, seed=seed)
-    acc8 = int8_accuracy(quantized.tflite, quantized.roles, quantized.report, sc.base.x_test, sc.base.y_test,
-                         sc.base.classes)
+    quantized = quantize_model(model, sc.base.x_train, config=quant_config or QuantConfig(), seed=seed)
+    plan = quantized.plan
+    acc8 = int8_accuracy(quantized.tflite, plan, sc.base.x_test, sc.base.y_test, sc.base.classes)
     log(f"int8 model: {len(quantized.tflite)} bytes, base-class test accuracy in TFLM {acc8['accuracy']:.3f}")
 
-    ops = op_list(quantized.tflite)
-    run = {
-        "format": RUN_FORMAT,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "settings": {
-            "dataset": ds.name, "scenario": scenario, "seed": seed, "arch": arch,
-            "adapter_position": adapter_position if isinstance(adapter_position, (str, type(None)))
-            else int(adapter_position),
-            "adapter_width": int(adapter_width), "epochs": pre["epochs"], "base_classes": int(base_classes),
-            "classes_per_task": int(classes_per_task),
-        },
-        "dataset": {
-            "name": ds.name, "input_shape": [int(d) for d in ds.input_shape], "num_classes": int(ds.num_classes),
-            "class_names": list(ds.class_names), "train_samples": int(len(ds.y_train)),
-            "test_samples": int(len(ds.y_test)), "meta": ds.meta,
-        },
-        "scenario": {
-            "name": sc.name, "kind": scenario, "class_order": [int(c) for c in sc.class_order],
-            "num_classes": int(sc.num_classes), "base": _task_summary(sc.base),
-            "tasks": [_task_summary(t) for t in sc.tasks], "meta": sc.meta,
-        },
-        "model": {
-            "arch": arch, "description": models.ARCHS[arch], "params": counts,
-            "adapter": {"position": position, "requested_position": adapter_position, "width": int(adapter_width),
-                        **models.adapter_info(model)},
-            "input_shape": [int(d) for d in model.input_shape[1:]], "num_classes": int(ds.num_classes),
-        },
-        "pretrain": pre,
-        "quantization": {
-            "config": quantized.config, "checks": quantized.checks, "int8_base_test": acc8,
-            "tflite_bytes": len(quantized.tflite), "ops": ops,
-        },
-        "roles": quantized.roles,
-        "files": {"model_int8.tflite": {"sha256": hashlib.sha256(quantized.tflite).hexdigest(),
-                                        "bytes": len(quantized.tflite)}},
-        "versions": _versions(),
+    settings = {
+        "source": "zoo", "dataset": ds.name, "scenario": scenario, "seed": seed, "arch": arch,
+        "adapter_position": adapter_position if isinstance(adapter_position, (str, type(None))) else int(adapter_position),
+        "adapter_width": int(adapter_width), "epochs": pre["epochs"],
+        "base_classes": len(sc.base.classes), "classes_per_task": sc.meta.get("classes_per_task"),
     }
-    run = _jsonable(run)
-
-    with write_folder(out, "run", force) as tmp:
-        model.save(tmp / "model.keras")
-        (tmp / "model_int8.tflite").write_bytes(quantized.tflite)
-        (tmp / "quantization.txt").write_text(report_to_text(quantized.report))
-        (tmp / "quantization.json").write_text(json.dumps(_jsonable(quantized.to_json()), indent=1) + "\n")
-        run["build_seconds"] = round(time.perf_counter() - started, 2)
-        (tmp / "run.json").write_text(json.dumps(run, indent=1) + "\n")
-    log(f"wrote {out} in {run['build_seconds']:.1f} s")
-    return load_run(out)
+    model_meta = {
+        "arch": arch, "description": models.ARCHS[arch], "params": counts,
+        "adapter": {"position": position, "requested_position": adapter_position, "width": int(adapter_width),
+                    **models.adapter_info(model)},
+        "input_shape": [int(d) for d in model.input_shape[1:]], "num_classes": int(ds.num_classes),
+    }
+    meta = run_meta(settings=settings, ds=ds, sc=sc, model=model_meta, plan=plan, quantized=quantized,
+                    pretrain=pre, acc8=acc8)
+    return write_run(out, force, inputs, meta, quantized, ds, sc, keras_model=model, log=log, started=started)

@@ -39,32 +39,119 @@ def data_list(as_json):
 
 
 # -- build ----------------------------------------------------------------------------------------
+@data.command("check")
+@click.argument("npz", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def data_check(npz, as_json):
+    """Check a data file for `zo-edge build --data` and summarise it: sizes, classes, domains, value range.
+
+    Exit 0 when the file is usable; a problem is one line naming the array and the fix.
+    """
+    from zo_edge.data import describe_dataset, format_description, load_npz
+
+    summary = describe_dataset(load_npz(npz))
+    if as_json:
+        echo_json(summary)
+    else:
+        click.echo(format_description(summary))
+
+
+def _csv(value):
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
 @click.command()
-@click.option("--dataset", default="spoken-digits", show_default=True, help="Bundled dataset (see `zo-edge data list`).")
-@click.option("--scenario", type=click.Choice(["class-il", "domain-il"]), default="class-il", show_default=True,
-              help="Continual-learning scenario.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Run folder to create.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
-              help="Seed for the split, class order, initialisation and training.")
-@click.option("--arch", default=None, help="Model from the zoo (default: the dataset's own).")
-@click.option("--adapter-position", default="last", show_default=True,
-              help="Block the adapter runs beside: last, a block index, or after.")
+@click.option("--dataset", default=None, help="Bundled dataset (see `zo-edge data list`; default spoken-digits).")
+@click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Your data as .npz (x_train, y_train, x_test, y_test[, class_names, domain_train, domain_test]); "
+                   "check it with `zo-edge data check`.")
+@click.option("--model", "model_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Your trained Keras model (.keras): adapters and a resized classifier are attached, then int8.")
+@click.option("--tflite", "tflite_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Your deployed int8 .tflite (no float original): adapters inserted as int8 ops, the classifier "
+                   "replaced; see `zo-edge inspect`.")
+@click.option("--arch", default=None, help="Zoo model to train from scratch (default: the bundled dataset's own).")
+@click.option("--scenario", type=click.Choice(["class-il", "domain-il"]), default="class-il", show_default=True,
+              help="Continual-learning scenario (domain-il needs domain arrays in your data).")
+@click.option("--base-classes", type=click.IntRange(2, None), default=None,
+              help="class-il: classes of the pretraining task (default 4).")
+@click.option("--task-classes", type=click.IntRange(1, None), default=None,
+              help="class-il: new classes per task (default 2).")
+@click.option("--tasks", default=None, help='class-il: explicit tasks, e.g. "0,1,2,3;4,5;6,7" (the first group is the base).')
+@click.option("--adapter-at", default=None,
+              help="--model: layer names, --tflite: tensor names or indices, comma-separated (default: the "
+                   "classifier's input).")
+@click.option("--adapter-position", default=None,
+              help="Zoo: the block(s) an adapter runs beside: last (default), after, or block indices '0,2,3'.")
 @click.option("--adapter-width", default=8, show_default=True, type=click.IntRange(1, 4096),
               help="Adapter bottleneck channels.")
-@click.option("--epochs", default=None, type=click.IntRange(0, 100000), help="Pretraining epochs (default: the zoo model's own).")
+@click.option("--classifier", default=None,
+              help="--model: the Dense layer (default the last); --tflite: the FULLY_CONNECTED op, by index or "
+                   "output tensor name (default the last).")
+@click.option("--epochs", default=None, type=click.IntRange(0, 100000),
+              help="Zoo: pretraining epochs (default the model's own); --model: fine-tune the whole model on the "
+                   "base task first (default 0: take it as given and fit only the classifier).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
+              help="Seed for the split, class order, initialisation and training.")
 @force_option("run folder")
-def build(dataset, scenario, out_dir, seed, arch, adapter_position, adapter_width, epochs, force):
-    """Pretrain, attach adapter and classifier, quantize to int8: write a run folder.
+def build(out_dir, dataset, data_file, model_file, tflite_file, arch, scenario, base_classes, task_classes, tasks,
+          adapter_at, adapter_position, adapter_width, classifier, epochs, seed, force):
+    """Make a run folder: a model with adapters and a classifier, quantised to int8, on a data stream.
 
-    The folder holds model.keras, model_int8.tflite, the quantization report (text and JSON) and
-    run.json with every setting, the seed and the class order.
+    Three sources of the model: the zoo (trained here), your Keras model (--model) or your deployed int8
+    .tflite (--tflite); two of the data: a bundled set (--dataset) or your npz (--data). The folder holds the
+    int8 model, the float one when there is one, the quantisation report, your data as validated and
+    run.json with every setting and the adaptation plan.
+
+    \b
+    Examples:
+      zo-edge build --out runs/kws                                   (the default: DS-CNN, spoken digits)
+      zo-edge build --model my.keras --data my.npz --out runs/mine --adapter-at conv3,pool --tasks "0,1,2;3,4"
+      zo-edge inspect my_int8.tflite                                 (choose tensors for --adapter-at)
+      zo-edge build --tflite my_int8.tflite --data my.npz --out runs/mine8 --adapter-at 12,20
     """
-    from zo_edge.build import build_run
+    sources = [s for s in (model_file, tflite_file, arch) if s is not None]
+    if len(sources) > 1:
+        raise ZoEdgeError("give one model source: --model FILE.keras, --tflite FILE.tflite, or --arch ZOO_MODEL")
+    if dataset is not None and data_file is not None:
+        raise ZoEdgeError("give --dataset NAME (bundled) or --data FILE.npz (yours), not both")
+    if (model_file or tflite_file) and data_file is None:
+        raise ZoEdgeError("your own model needs your own data: add --data FILE.npz (`zo-edge data check` shows the "
+                          "format)")
+    if (model_file or tflite_file) and adapter_position is not None:
+        raise ZoEdgeError("--adapter-position places zoo adapters beside blocks; for your model use --adapter-at")
+    if not (model_file or tflite_file) and (adapter_at is not None or classifier is not None):
+        raise ZoEdgeError("--adapter-at and --classifier name parts of your model (--model or --tflite); the zoo "
+                          "takes --adapter-position")
+    stream = dict(scenario=scenario, base_classes=base_classes, classes_per_task=task_classes, tasks=tasks)
+    log = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    if model_file is not None:
+        from zo_edge.build_keras import build_from_keras
 
-    run = build_run(out_dir, dataset=dataset, scenario=scenario, seed=seed, arch=arch,
-                    adapter_position=adapter_position, adapter_width=adapter_width, epochs=epochs, force=force,
-                    log=lambda msg: click.echo(msg, err=True))
-    click.echo(f"{out_dir}: {run['settings']['arch']} on {dataset}/{scenario}; see run.json and quantization.txt")
+        run = build_from_keras(out_dir, model_file, data_file, adapter_at=_csv(adapter_at),
+                               adapter_width=adapter_width, classifier=classifier, epochs=epochs or 0, seed=seed,
+                               force=force, log=log, **stream)
+    elif tflite_file is not None:
+        if epochs:
+            raise ZoEdgeError("--epochs fine-tunes a float model; a .tflite has none (its classifier is fitted on "
+                              "the base task in int8)")
+        from zo_edge.build_tflite import build_from_tflite
+
+        run = build_from_tflite(out_dir, tflite_file, data_file, adapter_at=_csv(adapter_at),
+                                adapter_width=adapter_width, classifier=classifier, seed=seed, force=force, log=log,
+                                **stream)
+    else:
+        from zo_edge.build import build_run
+
+        position = _csv(adapter_position) if adapter_position and "," in adapter_position else adapter_position
+        run = build_run(out_dir, dataset=dataset or "spoken-digits", data=data_file, seed=seed, arch=arch,
+                        adapter_position=position or "last", adapter_width=adapter_width, epochs=epochs,
+                        force=force, log=log, **stream)
+    plan = run.plan
+    click.echo(f"{out_dir}: {run.settings.get('arch') or run.settings.get('source')} on {run.settings['dataset']}/"
+               f"{run.settings['scenario']}, {len(plan.adapters)} adapter(s), {run.num_classes} classes; see "
+               "run.json and quantization.txt")
 
 
 # -- engine tools ---------------------------------------------------------------------------------

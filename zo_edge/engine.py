@@ -101,10 +101,10 @@ class Engine:
         joined = [np.concatenate(parts) for parts in zip(*outputs)]
         return joined, {i: _join([c[i] for c in captured], i in self.batched) for i in capture}
 
-    def _outputs(self, values: dict, n: int) -> list[np.ndarray]:
-        """Graph outputs, each batched [N, ...]; a per-sample constant (a SHAPE) is repeated N times."""
+    def _outputs(self, values: dict, n: int, outputs=None) -> list[np.ndarray]:
+        """Graph outputs (or ``outputs``), each batched [N, ...]; a per-sample constant (a SHAPE) is repeated N times."""
         return [values[i] if i in self.batched else np.broadcast_to(values[i], (n,) + values[i].shape)
-                for i in self.graph.outputs]
+                for i in (self.graph.outputs if outputs is None else outputs)]
 
     def _execute(self, steps, values: dict, constants=None) -> dict:
         consts = self.constants if not constants else {**self.constants, **constants}
@@ -126,10 +126,12 @@ class Engine:
                 needed.update(i for i in op.inputs if i >= 0)
         return SplitEngine(self, cut, prefix_ops)
 
-    def split_frozen(self, trainable) -> "SplitEngine":
+    def split_frozen(self, trainable, outputs=None) -> "SplitEngine":
         """Prefix = every op that no trainable constant reaches; suffix = the ops a change of the
         trainable tensors can change. For an adapter beside a block this leaves the block itself in
-        the prefix: only the adapter, the ADD and what follows run per zeroth-order probe."""
+        the prefix: only the adapter, the ADD and what follows run per zeroth-order probe.
+        ``outputs``: the tensors ``run_suffix`` returns (default: the graph's); suffix ops they do not
+        need (a SOFTMAX after the logits the learners read) are left out."""
         tainted = set(trainable)
         prefix_ops = set()
         for op in self.graph.ops:
@@ -141,20 +143,27 @@ class Engine:
                        if i in self.batched and i not in tainted})
         if not cuts:
             raise ZoEdgeError(f"no activation feeds the trainable tensors of {self.graph.source}")
-        return SplitEngine(self, cuts[0], prefix_ops)
+        return SplitEngine(self, cuts[0], prefix_ops, outputs)
 
 
 class SplitEngine:
     """An engine in two parts: ``run_prefix`` once per sample, ``run_suffix`` many times."""
 
-    def __init__(self, engine: Engine, cut: int, prefix_ops: set):
+    def __init__(self, engine: Engine, cut: int, prefix_ops: set, outputs=None):
         graph = engine.graph
         self.engine = engine
         self.cut = cut
+        self.outputs = list(graph.outputs if outputs is None else outputs)
         self.prefix = [s for s in engine.steps if s.op.index in prefix_ops]
-        self.suffix = [s for s in engine.steps if s.op.index not in prefix_ops]
+        needed = set(self.outputs)  # the suffix ops the outputs depend on, walking back
+        suffix = []
+        for s in reversed([s for s in engine.steps if s.op.index not in prefix_ops]):
+            if any(o in needed for o in s.op.outputs):
+                suffix.append(s)
+                needed.update(i for i in s.op.inputs if i >= 0)
+        self.suffix = suffix[::-1]
         produced_before = set(graph.inputs) | {o for s in self.prefix for o in s.op.outputs}
-        read_after = {i for s in self.suffix for i in s.op.inputs} | set(graph.outputs)
+        read_after = {i for s in self.suffix for i in s.op.inputs} | set(self.outputs)
         # the suffix reads the cut and whatever else the prefix made (a skip connection across the cut)
         self.boundary = [cut] + sorted((produced_before & read_after) - {cut})
 
@@ -167,4 +176,4 @@ class SplitEngine:
         values = dict(boundary)
         self.engine._execute(self.suffix, values, constants)
         n = boundary[self.cut].shape[0]
-        return self.engine._outputs(values, n), {i: values[i] for i in capture}
+        return self.engine._outputs(values, n, self.outputs), {i: values[i] for i in capture}

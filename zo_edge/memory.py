@@ -42,10 +42,6 @@ from zo_edge.qgraph import QGraph
 
 CONFIGURATIONS = ("inference", "zo-fc", "fo")
 
-ADAPTER = ("adapter_down.weights", "adapter_down.bias", "adapter_up.weights", "adapter_up.bias")
-CLASSIFIER = ("classifier.weights", "classifier.bias")
-TRAINABLE = ADAPTER + CLASSIFIER  # zo_edge.quantize.TRAINABLE_ROLES: the firmware's RAM tensors
-
 POINTER_BYTES = 4  # Cortex-M
 GRADIENT_BYTES = 4  # fo: float32 (an int32 fixed-point backward pass costs the same)
 
@@ -204,11 +200,9 @@ def _load(run: dict):
     return graph, Engine(graph)
 
 
-def _trainable(graph, roles: dict) -> list[int]:
-    missing = [r for r in TRAINABLE if roles.get(r) is None]
-    if missing:
-        raise ZoEdgeError(f"the run has no {', '.join(missing)} in its role map; rebuild it with `zo-edge build`")
-    return [roles[r] for r in TRAINABLE]
+def _trainable(run) -> list[int]:
+    """The plan's trainable tensors (adapters, then the classifier): the firmware's RAM tensors."""
+    return run.plan.trainable_indices()
 
 
 # -- inference --------------------------------------------------------------------------------------------
@@ -354,13 +348,13 @@ def _zo_fc(run: dict, config, code_bytes, persist: bool) -> Budget:
 
     cfg = dataclasses.replace(config, method="zo-fc", mode="int8").check()
     graph, engine = _load(run)
-    trainable = _trainable(graph, run.roles)
+    trainable = _trainable(run)
     learner = Int8Learner(run, cfg, graph=graph)
     b = _Builder("zo-fc")
 
     root = planner.arena_roots(graph)
     schedules = planner.split_schedules(graph, trainable, root, engine)
-    plan = planner.plan_training_arena(graph, root=root, schedules=schedules)
+    plan = planner.plan_training_arena(graph, root=root, schedules=schedules, keep=[run.plan.classifier.logits])
     held = ", ".join(f"{t} ({graph.tensors[t].size_bytes:,} B)" for t in schedules.boundary)
     b.ram("activation arena", plan.size,
           f"greedy plan valid in graph order and prefix-then-suffix, boundary tensors {held} and the logits kept "
@@ -510,8 +504,8 @@ def _fo(run: dict, config, code_bytes) -> Budget:
     from zo_edge.learners.int8_state import ParamVector
 
     graph, engine = _load(run)
-    roles = run.roles
-    trainable = _trainable(graph, roles)
+    plan = run.plan
+    trainable = _trainable(run)
     b = _Builder("fo")
     bp = backward_plan(graph, engine, trainable)
     inference = planner.plan_arena(graph)
@@ -525,7 +519,7 @@ def _fo(run: dict, config, code_bytes) -> Budget:
           f"arena growth when the forward activations the backward pass reads stay alive until it reads them: "
           f"{saved} (inputs of trained layers, outputs of clamping ops for the saturation mask)", "backprop")
 
-    vec = ParamVector(graph, roles, list(TRAINABLE), "int8")
+    vec = ParamVector(graph, plan.roles(), [role for role, _ in plan.trainables()], "int8")
     stored = vec.stored_bytes(False)
     b.ram("trainable state (int8 view)", stored["int8_weights"],
           f"{stored['int8_weights']:,} int8 weights the forward pass reads, re-quantised from the masters after each "

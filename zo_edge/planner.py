@@ -144,13 +144,15 @@ def split_schedules(graph, trainable, root: dict | None = None, engine=None) -> 
 
 
 def plan_training_arena(graph, trainable=(), root: dict | None = None, schedules: Schedules | None = None,
-                        engine=None) -> ArenaPlan:
-    """The firmware's arena: valid in graph order and prefix-then-suffix order, with the boundary and
-    the graph outputs alive to the end of both (``zoedge_run_suffix`` may run again after either).
+                        engine=None, keep=()) -> ArenaPlan:
+    """The firmware's arena: valid in graph order and prefix-then-suffix order, with the boundary, the
+    graph outputs and ``keep`` (the logits, when a SOFTMAX follows them: the train step reads them after
+    the suffix) alive to the end of both (``zoedge_run_suffix`` may run again after either).
     ``schedules``: ``split_schedules(graph, trainable, root)`` unless given."""
     root = arena_roots(graph) if root is None else root
     s = split_schedules(graph, trainable, root, engine) if schedules is None else schedules
-    return plan_arena(graph, root, [s.graph_order, s.split_order], keep_alive=set(s.boundary) | set(graph.outputs))
+    keep_alive = set(s.boundary) | set(graph.outputs) | {t for t in keep if t in root}
+    return plan_arena(graph, root, [s.graph_order, s.split_order], keep_alive=keep_alive)
 
 
 def check_plan(plan: ArenaPlan) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -41,6 +42,7 @@ from zo_edge.errors import ZoEdgeError
 from zo_edge.qgraph import builtin_op_names
 from zo_edge.kernels.fixedpoint import round_half_away
 from zo_edge.kernels.quantize import affine_quantize
+from zo_edge.plan import Adapter, Classifier, Plan
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -79,7 +81,7 @@ class QuantConfig:
 class QuantizedModel:
     tflite: bytes
     report: list  # one JSON-ready dict per tensor
-    roles: dict  # role -> tensor index
+    plan: Plan  # which tensors train (zo_edge.plan)
     config: dict
     checks: dict = field(default_factory=dict)
 
@@ -87,17 +89,8 @@ class QuantizedModel:
         return report_to_text(self.report)
 
     def to_json(self) -> dict:
-        return {"config": self.config, "roles": self.roles, "checks": self.checks, "tensors": self.report}
+        return {"config": self.config, "plan": self.plan.to_json(), "checks": self.checks, "tensors": self.report}
 
-
-# roles: the tensors the learners, the QGraph split and the firmware export need by name
-ROLE_NAMES = (
-    "input", "cut", "adapter_down.weights", "adapter_down.bias", "adapter_down.output",
-    "adapter_up.weights", "adapter_up.bias", "adapter.output", "block.output", "adapter_add.output",
-    "classifier.input", "classifier.weights", "classifier.bias", "logits",
-)
-TRAINABLE_ROLES = ("adapter_down.weights", "adapter_down.bias", "adapter_up.weights", "adapter_up.bias",
-                   "classifier.weights", "classifier.bias")
 
 _TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16",
                9: "int8", 10: "float64"}
@@ -266,73 +259,96 @@ def _adapter_candidates(graph: _Graph):
     return found
 
 
-def find_roles(buf_or_graph) -> dict:
-    """Map each role (see ROLE_NAMES) to a tensor index of a converted zoo model.
+def _names_layer(text: str, layer: str) -> bool:
+    """Whether a converter tensor name (``model/adapter0_up/BiasAdd;...``) mentions a Keras layer by name."""
+    return re.search(rf"(?<![A-Za-z0-9_]){re.escape(layer)}(?![A-Za-z0-9_])", text) is not None
 
-    The classifier is the FULLY_CONNECTED op producing the graph output. The adapter is an ADD whose
-    one input is ``up(relu(down(cut)))`` (1×1 CONV_2D or FULLY_CONNECTED pairs) while its other input
-    (the block's output) depends on the same cut. Tensor names ("adapter_up" ...) only choose between
-    several structural matches; a match by name alone is never taken.
-    """
-    graph = buf_or_graph if isinstance(buf_or_graph, _Graph) else _parse(buf_or_graph)
+
+def find_classifier(graph: _Graph) -> Classifier:
+    """The FULLY_CONNECTED op whose output is the graph's output, or feeds the SOFTMAX that is."""
     sg = graph.sg
     if len(sg.inputs) != 1 or len(sg.outputs) != 1:
-        raise ZoEdgeError("the model must have one input and one output (logits); build it with zo_edge.models")
-    roles = {"input": int(sg.inputs[0]), "logits": int(sg.outputs[0])}
-    k = graph.producer.get(roles["logits"])
+        raise ZoEdgeError(f"the model has {len(sg.inputs)} inputs and {len(sg.outputs)} outputs; zo-edge trains "
+                          "models with one input and one output")
+    logits = int(sg.outputs[0])
+    k = graph.producer.get(logits)
+    if k is not None and graph.ops[k][0] == "SOFTMAX":
+        logits = graph.ops[k][1][0]
+        k = graph.producer.get(logits)
     if k is None or graph.ops[k][0] != "FULLY_CONNECTED":
-        raise ZoEdgeError(
-            "the model's output is not produced by a FULLY_CONNECTED classifier (a softmax or other op follows "
-            "it?); the classifier must output logits — build the model with zo_edge.models"
-        )
+        found = graph.ops[k][0] if k is not None else "no op"
+        raise ZoEdgeError(f"the model's output is made by {found}, not by a FULLY_CONNECTED classifier (optionally "
+                          "followed by a SOFTMAX); the classifier must be a Dense layer")
     ins = graph.ops[k][1]
-    roles["classifier.input"], roles["classifier.weights"] = ins[0], ins[1]
-    if len(ins) > 2 and ins[2] >= 0:
-        roles["classifier.bias"] = ins[2]
+    if len(ins) < 3 or ins[2] < 0:
+        raise ZoEdgeError("the classifier has no bias tensor; give the Dense layer a bias (use_bias=True)")
+    return Classifier(input=ins[0], weights=ins[1], bias=ins[2], logits=logits)
 
-    candidates = _adapter_candidates(graph)
-    if len(candidates) > 1:
-        named = [c for c in candidates if "adapter_up" in graph.name(graph.ops[c[1]][1][1])
-                 or "adapter_up" in graph.name(graph.ops[c[1]][2][0])]
-        candidates = named if named else candidates
-    if len(candidates) > 1:
-        raise ZoEdgeError(
-            f"the model has {len(candidates)} adapter-shaped branches; zo-edge trains exactly one adapter "
-            "(layers adapter_down / adapter_up / adapter_add)"
-        )
-    if candidates:
-        add_k, up_k, down_k, cut, block_out = candidates[0]
+
+def find_plan(buf_or_graph, adapters=None, classifier: str | None = None) -> Plan:
+    """The adaptation plan (``zo_edge.plan``) of a converted model.
+
+    The classifier is the FULLY_CONNECTED op that makes the output (a SOFTMAX may follow it). Each
+    adapter is an ADD whose one input is ``up(relu(down(cut)))`` (1x1 CONV_2D or FULLY_CONNECTED pairs)
+    while its other input depends on the same cut. ``adapters``: the Keras layers behind them,
+    ``[{"down": name, "up": name}, ...]``: each must match exactly one structural candidate, chosen by
+    the layer name in the converter's tensor names (a match by name alone is never taken); when the
+    graph carries none of the names, the candidates are taken in graph order if their number is right.
+    ``adapters=None``: every structural candidate, with no Keras names. ``classifier``: the Dense layer's
+    name, recorded for float mode. Adapters are numbered in graph order.
+    """
+    graph = buf_or_graph if isinstance(buf_or_graph, _Graph) else _parse(buf_or_graph)
+    head = Classifier(**{**asdict(find_classifier(graph)), "keras": classifier})
+    candidates = sorted(_adapter_candidates(graph))  # graph order of the ADDs
+    if adapters is None:
+        found = [(c, None) for c in candidates]
+    else:
+        adapters = list(adapters)
+
+        def mentions(candidate, layer):
+            up_k = candidate[1]
+            return any(_names_layer(graph.name(t), layer) for t in graph.ops[up_k][1][1:] + graph.ops[up_k][2])
+
+        if adapters and not any(mentions(c, a["up"]) for c in candidates for a in adapters):
+            if len(candidates) != len(adapters):
+                raise ZoEdgeError(f"the converted graph has {len(candidates)} adapter-shaped branches for "
+                                  f"{len(adapters)} adapters; their layers must form x + up(relu(down(x))) with "
+                                  "1x1 Conv2D or Dense layers")
+            found = list(zip(candidates, adapters))  # no names survived the conversion: graph order
+        else:
+            found = []
+            for layers in adapters:
+                named = [c for c in candidates if mentions(c, layers["up"])]
+                if len(named) != 1:
+                    raise ZoEdgeError(f"the adapter {layers['up']!r} was found {len(named)} times in the converted "
+                                      f"graph (of {len(candidates)} adapter-shaped branches); its layers must form "
+                                      "x + up(relu(down(x))) with 1x1 Conv2D or Dense layers")
+                found.append((named[0], layers))
+            if len({c[0] for c, _ in found}) != len(found):
+                raise ZoEdgeError("two adapters matched the same branch of the converted graph; give them "
+                                  "distinct names")
+    plan_adapters = []
+    for i, ((add_k, up_k, down_k, cut, block_out), layers) in enumerate(sorted(found, key=lambda f: f[0][0])):
         up_ins, down_ins = graph.ops[up_k][1], graph.ops[down_k][1]
-        roles.update({
-            "cut": cut,
-            "adapter_down.weights": down_ins[1],
-            "adapter_down.output": up_ins[0],
-            "adapter_up.weights": up_ins[1],
-            "adapter.output": graph.ops[up_k][2][0],
-            "block.output": block_out,
-            "adapter_add.output": graph.ops[add_k][2][0],
-        })
-        if len(down_ins) > 2 and down_ins[2] >= 0:
-            roles["adapter_down.bias"] = down_ins[2]
-        if len(up_ins) > 2 and up_ins[2] >= 0:
-            roles["adapter_up.bias"] = up_ins[2]
-    elif any("adapter_up" in graph.name(t) for t in range(len(graph.tensors))):
-        raise ZoEdgeError(
-            "tensors named adapter_up were found but not the adapter's structure (ADD of block(x) and "
-            "up(relu(down(x)))); build the model with zo_edge.models"
-        )
-    return {r: int(roles[r]) for r in ROLE_NAMES if r in roles}
+        if len(up_ins) < 3 or up_ins[2] < 0 or len(down_ins) < 3 or down_ins[2] < 0:
+            raise ZoEdgeError(f"adapter {i} has no bias tensor; give its layers a bias and convert again")
+        plan_adapters.append(Adapter(
+            name=f"adapter{i}", kind="conv1x1" if graph.ops[up_k][0] == "CONV_2D" else "dense", cut=cut,
+            down_weights=down_ins[1], down_bias=down_ins[2], hidden=up_ins[0], up_weights=up_ins[1],
+            up_bias=up_ins[2], output=graph.ops[up_k][2][0], block_output=block_out,
+            add_output=graph.ops[add_k][2][0],
+            keras=None if layers is None else {"down": layers["down"], "up": layers["up"]}))
+    return Plan(input=int(graph.sg.inputs[0]), output=int(graph.sg.outputs[0]), classifier=head,
+                adapters=tuple(plan_adapters))
 
 
-def check_tflite(buf: bytes) -> dict:
-    """Check that a .tflite is a cleanly converted int8 zoo model; return its role map."""
+def check_tflite(buf: bytes, adapters=None, classifier: str | None = None) -> Plan:
+    """Check that a .tflite converted cleanly to int8 and return its plan (``find_plan``)."""
     graph = _parse(buf)
     check_int8(graph)
-    roles = find_roles(graph)
-    _check_scales(graph, roles)
-    return roles
-
-
+    plan = find_plan(graph, adapters, classifier)
+    _check_scales(graph, plan)
+    return plan
 def op_list(buf: bytes) -> list:
     """The builtin op names of a .tflite, in execution order."""
     return [name for name, *_ in _parse(buf).ops]
@@ -471,14 +487,29 @@ def _quiet():
             os.close(dup)
 
 
+def keras_adapters(model) -> list[dict]:
+    """The adapters of a Keras model by the zoo's layer names, in layer order: ``adapter{i}_down`` /
+    ``adapter{i}_up`` (and the single adapter of earlier zo-edge versions, ``adapter_down`` / ``adapter_up``)."""
+    names = [layer.name for layer in model.layers]
+    found = []
+    for name in names:
+        m = re.fullmatch(r"(adapter\d*)_down", name)
+        if m and f"{m.group(1)}_up" in names:
+            found.append({"down": name, "up": f"{m.group(1)}_up"})
+    return found
+
+
 def quantize_model(model, calibration_x, config: QuantConfig | None = None, seed: int = 0,
-                   verify: bool = True) -> QuantizedModel:
-    """Convert a zoo model to a full-integer int8 .tflite with headroom for the trainable tensors.
+                   verify: bool = True, adapters=None, classifier: str = "classifier") -> QuantizedModel:
+    """Convert a Keras model with adapters and a Dense classifier to a full-integer int8 .tflite with
+    headroom for every trainable tensor; return it with its plan.
 
     ``calibration_x``: real training samples (float, [N, *input_shape]); up to
     ``config.calibration_samples`` of them, chosen with ``seed``, calibrate the activation ranges.
-    ``verify`` loads the patched model in TFLM and checks that the zeroed adapter is the identity of
-    its block up to the ADD's requantisation.
+    ``adapters``: ``[{"down": layer, "up": layer}, ...]`` (default: ``keras_adapters(model)``), each with a
+    zero-initialised up-projection; ``classifier``: the Dense layer that makes the logits. ``verify``
+    loads the patched model in TFLM and checks that every zeroed adapter is the identity of its block up
+    to the ADD's requantisation.
     """
     config = config or QuantConfig()
     config.validate()
@@ -487,14 +518,18 @@ def quantize_model(model, calibration_x, config: QuantConfig | None = None, seed
         raise ZoEdgeError(
             f"calibration samples have shape {tuple(samples.shape[1:])} but the model expects {tuple(model.input_shape[1:])}"
         )
+    adapters = keras_adapters(model) if adapters is None else list(adapters)
     layer_names = {layer.name for layer in model.layers}
-    has_adapter = "adapter_up" in layer_names
-    if "classifier" not in layer_names:
-        raise ZoEdgeError("the model has no layer named 'classifier'; build it with zo_edge.models")
+    for name in [classifier] + [a[k] for a in adapters for k in ("down", "up")]:
+        if name not in layer_names:
+            raise ZoEdgeError(f"the model has no layer named {name!r}")
 
     # 1. calibrate at the planned magnitudes
-    true = {name: [np.array(w) for w in model.get_layer(name).get_weights()]
-            for name in ("adapter_down", "adapter_up", "classifier") if name in layer_names}
+    trainable = [classifier] + [a[k] for a in adapters for k in ("down", "up")]
+    true = {name: [np.array(w) for w in model.get_layer(name).get_weights()] for name in trainable}
+    for name, weights in true.items():
+        if len(weights) != 2:
+            raise ZoEdgeError(f"layer {name!r} has no bias; trainable layers need one (use_bias=True)")
     rng = np.random.default_rng([int(seed), 0xADA])
     try:
         # A bias that is exactly zero would be dropped by the converter (FULLY_CONNECTED without bias),
@@ -502,66 +537,60 @@ def quantize_model(model, calibration_x, config: QuantConfig | None = None, seed
         def nudge(b):
             return (b + np.where(rng.random(b.shape) < 0.5, -1e-6, 1e-6)).astype(np.float32)
 
-        if has_adapter:
-            k_up, b_up = true["adapter_up"]
+        for a in adapters:
+            k_up, b_up = true[a["up"]]
             signs = np.where(rng.random(k_up.shape) < 0.5, -1.0, 1.0).astype(np.float32)
-            model.get_layer("adapter_up").set_weights([signs * np.float32(config.up_magnitude), nudge(b_up)])
-            k_down, b_down = true["adapter_down"]
-            model.get_layer("adapter_down").set_weights([k_down * np.float32(config.down_headroom), nudge(b_down)])
-        k_cls, b_cls = true["classifier"]
-        model.get_layer("classifier").set_weights([k_cls * np.float32(config.classifier_headroom), nudge(b_cls)])
+            model.get_layer(a["up"]).set_weights([signs * np.float32(config.up_magnitude), nudge(b_up)])
+            k_down, b_down = true[a["down"]]
+            model.get_layer(a["down"]).set_weights([k_down * np.float32(config.down_headroom), nudge(b_down)])
+        k_cls, b_cls = true[classifier]
+        model.get_layer(classifier).set_weights([k_cls * np.float32(config.classifier_headroom), nudge(b_cls)])
         raw = _convert(model, samples)
     finally:
         for name, weights in true.items():
             model.get_layer(name).set_weights(weights)
 
-    # 2. check, find roles, patch the trainable tensors to their true starting values
+    # 2. check, find the plan, patch the trainable tensors to their true starting values
     graph = _parse(raw)
     check_int8(graph)
-    roles = find_roles(graph)
-    if has_adapter and "adapter_up.weights" not in roles:
-        raise ZoEdgeError("the adapter was not found in the converted graph; build the model with zo_edge.models")
-    for layer in ("classifier", "adapter_down", "adapter_up") if has_adapter else ("classifier",):
-        if f"{layer}.bias" not in roles:
-            raise ZoEdgeError(f"the converted {layer} has no bias tensor; re-run the conversion")
-    patches = [("classifier", *true["classifier"])]
-    if has_adapter:
-        patches.append(("adapter_down", *true["adapter_down"]))
-        patches.append(("adapter_up", *(np.zeros_like(w) for w in true["adapter_up"])))
-    for layer, kernel, bias in patches:
-        t = roles[f"{layer}.weights"]
+    plan = find_plan(graph, adapters, classifier)
+    patches = [(plan.classifier.weights, plan.classifier.bias, *true[classifier])]
+    for a in plan.adapters:
+        patches.append((a.down_weights, a.down_bias, *true[a.keras["down"]]))
+        patches.append((a.up_weights, a.up_bias, *(np.zeros_like(w) for w in true[a.keras["up"]])))
+    for t, tb, kernel, bias in patches:
         kernel = _keras_to_tflite_kernel(kernel)
         scales, _, qdim = graph.quant(t)
         if qdim != 0 or len(scales) != kernel.shape[0] or list(kernel.shape) != graph.shape(t):
-            raise ZoEdgeError(f"{layer}: unexpected quantisation layout (dimension {qdim}, {len(scales)} scales); re-run the conversion")
+            raise ZoEdgeError(f"{graph.name(t)}: unexpected quantisation layout (dimension {qdim}, {len(scales)} "
+                              "scales); re-run the conversion")
         _write_const(graph, t, _requantize_weights(kernel, scales))
-        tb = roles[f"{layer}.bias"]
         _write_const(graph, tb, _requantize_bias(bias, graph.quant(tb)[0]))
-    for role in TRAINABLE_ROLES:  # every trainable tensor owns its buffer, even if untouched above
-        if role in roles:
-            _own_buffer(graph, roles[role])
+    for t in plan.trainable_indices():  # every trainable tensor owns its buffer, even if untouched above
+        _own_buffer(graph, t)
     tflite = _pack(graph.model)
 
     # 3. re-read, sanity-check the scales, verify in TFLM
     graph = _parse(tflite)
     check_int8(graph)
-    if find_roles(graph) != roles:
-        raise AssertionError("the role map changed after patching the flatbuffer")
-    _check_scales(graph, roles)
-    if has_adapter and np.any(_read_const(graph, roles["adapter_up.weights"]) != 0):
-        raise AssertionError("adapter_up weights are not zero after the patch")
-    checks = verify_identity_adapter(tflite, roles, samples[:8]) if verify else {}
+    if find_plan(graph, adapters, classifier) != plan:
+        raise AssertionError("the plan changed after patching the flatbuffer")
+    _check_scales(graph, plan)
+    for a in plan.adapters:
+        if np.any(_read_const(graph, a.up_weights) != 0):
+            raise AssertionError(f"{a.name} up weights are not zero after the patch")
+    checks = verify_identity_adapters(tflite, plan, samples[:8]) if verify else {}
     cfg = asdict(config)
     cfg["seed"] = int(seed)
     cfg["calibration_samples_used"] = int(len(samples))
-    report = build_report(graph, roles, config, has_adapter)
-    return QuantizedModel(tflite=tflite, report=report, roles=roles, config=cfg, checks=checks)
+    report = build_report(graph, plan, config)
+    return QuantizedModel(tflite=tflite, report=report, plan=plan, config=cfg, checks=checks)
 
 
-def _check_scales(graph: _Graph, roles: dict) -> None:
+def _check_scales(graph: _Graph, plan: Plan) -> None:
     """Trainable tensors and the activations they feed must have positive, normal, sane scales."""
     tiny = float(np.finfo(np.float32).tiny)
-    for role, t in roles.items():
+    for role, t in plan.roles().items():
         q = graph.quant(t)
         if q is None:
             raise ZoEdgeError(f"{role} (tensor {t}) has no quantisation parameters; re-run the conversion")
@@ -574,32 +603,34 @@ def _check_scales(graph: _Graph, roles: dict) -> None:
             )
 
 
-def verify_identity_adapter(tflite: bytes, roles: dict, x_float: np.ndarray) -> dict:
-    """Run TFLM on a few samples: the zeroed adapter must output exactly its zero point, and the ADD
-    must equal the block's output requantised to the ADD's scale (within 1 LSB)."""
+def verify_identity_adapters(tflite: bytes, plan: Plan, x_float: np.ndarray) -> dict:
+    """Run TFLM on a few samples: every zeroed adapter must output exactly its zero point, and its ADD must
+    equal the block's output requantised to the ADD's scale (within 1 LSB)."""
     from zo_edge.tflm import TflmOracle
 
     graph = _parse(tflite)
     oracle = TflmOracle(tflite, intermediates=True)
-    s_in, zp_in = graph.quant(roles["input"])[0][0], graph.quant(roles["input"])[1][0]
+    s_in, zp_in = graph.quant(plan.input)[0][0], graph.quant(plan.input)[1][0]
     xq = quantize_input(x_float, s_in, zp_in)
-    wanted = [roles[r] for r in ("adapter.output", "block.output", "adapter_add.output") if r in roles]
+    wanted = [t for a in plan.adapters for t in (a.output, a.block_output, a.add_output)]
     outs, tensors = oracle.run(xq, wanted)
     checks = {"tflm_loads": True, "tflm_samples": int(len(xq)),
               "logits_range": [int(outs[0].min()), int(outs[0].max())]}
-    if "adapter.output" in roles:
-        a = tensors[roles["adapter.output"]]
-        zp_a = int(graph.quant(roles["adapter.output"])[1][0])
-        if np.any(a != zp_a):
-            raise AssertionError("the zeroed adapter does not output its zero point in TFLM")
-        (s_b,), (zp_b,) = graph.quant(roles["block.output"])[:2]
-        (s_o,), (zp_o,) = graph.quant(roles["adapter_add.output"])[:2]
-        b = tensors[roles["block.output"]].astype(np.float64)
+    worst = 0
+    for a in plan.adapters:
+        zp_a = int(graph.quant(a.output)[1][0])
+        if np.any(tensors[a.output] != zp_a):
+            raise AssertionError(f"the zeroed {a.name} does not output its zero point in TFLM")
+        (s_b,), (zp_b,) = graph.quant(a.block_output)[:2]
+        (s_o,), (zp_o,) = graph.quant(a.add_output)[:2]
+        b = tensors[a.block_output].astype(np.float64)
         expected = np.clip(round_half_away((b - zp_b) * s_b / s_o) + zp_o, -128, 127)
-        diff = int(np.abs(tensors[roles["adapter_add.output"]].astype(np.float64) - expected).max())
+        diff = int(np.abs(tensors[a.add_output].astype(np.float64) - expected).max())
         if diff > 1:
-            raise AssertionError(f"the ADD differs from the requantised block output by {diff} LSB")
-        checks.update({"adapter_output_is_zero_point": True, "add_vs_requantised_block_max_lsb": diff})
+            raise AssertionError(f"{a.name}'s ADD differs from the requantised block output by {diff} LSB")
+        worst = max(worst, diff)
+    if plan.adapters:
+        checks.update({"adapter_outputs_are_zero_points": True, "add_vs_requantised_block_max_lsb": worst})
     return checks
 
 
@@ -608,43 +639,42 @@ def verify_identity_adapter(tflite: bytes, roles: dict, x_float: np.ndarray) -> 
 
 
 def _headroom(role: str, config: QuantConfig) -> str:
+    """Why a role's range was set for training (DESIGN.md §3); "" for an ordinary one."""
     a, hd, hc = config.up_magnitude, config.down_headroom, config.classifier_headroom
+    suffix = role.split(".", 1)[1] if role.startswith("adapter") else role
     return {
-        "adapter_up.weights": f"per-channel scales = {a:g}/127 from calibrating with the kernel at ±{a:g} (planned "
-                              "magnitude); int8 values then zeroed so the adapter starts as the identity",
-        "adapter_up.bias": "scale = cut-side input scale × planned-magnitude weight scale; values zeroed",
-        "adapter.output": f"range calibrated with the up-projection at ±{a:g}",
-        "adapter_add.output": f"range calibrated with the adapter active (up-projection at ±{a:g})",
-        "adapter_down.weights": f"per-channel scales = {hd:g} × initial max|w|/127 (calibrated with the kernel ×{hd:g}, "
-                                "true values written back)",
-        "adapter_down.bias": f"scale = input scale × ({hd:g}× headroom) weight scale",
-        "adapter_down.output": f"range calibrated with the down-projection ×{hd:g}",
+        "up.weights": f"per-channel scales = {a:g}/127 from calibrating with the kernel at ±{a:g} (planned "
+                      "magnitude); int8 values then zeroed so the adapter starts as the identity",
+        "up.bias": "scale = cut-side input scale × planned-magnitude weight scale; values zeroed",
+        "output": f"range calibrated with the up-projection at ±{a:g}",
+        "add_output": f"range calibrated with the adapter active (up-projection at ±{a:g})",
+        "down.weights": f"per-channel scales = {hd:g} × initial max|w|/127 (calibrated with the kernel ×{hd:g}, "
+                        "true values written back)",
+        "down.bias": f"scale = input scale × ({hd:g}× headroom) weight scale",
+        "hidden": f"range calibrated with the down-projection ×{hd:g}",
         "classifier.weights": f"per-channel scales = {hc:g} × initial max|w|/127 (calibrated with the kernel ×{hc:g}, "
                               "true values written back)",
         "classifier.bias": f"scale = input scale × ({hc:g}× headroom) weight scale",
-        "logits": f"range calibrated with the classifier ×{hc:g} and the adapter active",
-    }.get(role, "")
+        "logits": f"range calibrated with the classifier ×{hc:g} and the adapters active",
+    }.get(suffix, "")
 
 
-def build_report(graph: _Graph, roles: dict, config: QuantConfig, has_adapter: bool = True) -> list:
+def build_report(graph: _Graph, plan: Plan, config: QuantConfig) -> list:
     by_tensor = {}
-    for role, t in roles.items():
+    for role, t in plan.roles().items():
         by_tensor.setdefault(t, []).append(role)
-    downstream = graph.descendants(roles["adapter_add.output"]) if has_adapter and "adapter_add.output" in roles else set()
+    downstream = set().union(*(graph.descendants(a.add_output) for a in plan.adapters)) if plan.adapters else set()
+    add_quant = {a.block_output: graph.quant(a.add_output) for a in plan.adapters}
     rows = []
     for t, tensor in enumerate(graph.tensors):
         q = graph.quant(t)
         role_list = by_tensor.get(t, [])
         reasons = [r for r in (_headroom(role, config) for role in role_list) if r]
-        if not has_adapter:
-            reasons = [r for role in role_list if role.startswith("classifier") or role == "logits"
-                       for r in [_headroom(role, config)] if r]
-        if not reasons and "block.output" in role_list and "adapter_add.output" in roles and q is not None:
-            if graph.quant(roles["adapter_add.output"]) is not None and all(
-                    np.array_equal(a, b) for a, b in zip(q[:2], graph.quant(roles["adapter_add.output"])[:2])):
-                reasons = ["the converter gave it the ADD output's range (calibrated with the adapter active)"]
+        if not reasons and t in add_quant and q is not None and add_quant[t] is not None and all(
+                np.array_equal(x, y) for x, y in zip(q[:2], add_quant[t][:2])):
+            reasons = ["the converter gave it the ADD output's range (calibrated with the adapter active)"]
         if not reasons and t in downstream and q is not None and not graph.is_const(t):
-            reasons = [f"downstream of the adapter: calibrated with the up-projection at ±{config.up_magnitude:g}"]
+            reasons = [f"downstream of an adapter: calibrated with the up-projection at ±{config.up_magnitude:g}"]
         rows.append({
             "index": t,
             "name": graph.name(t),

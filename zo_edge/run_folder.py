@@ -23,7 +23,8 @@ import numpy as np
 
 from zo_edge.errors import ZoEdgeError
 
-RUN_FORMAT = "zo-edge-run/1"
+RUN_FORMAT = "zo-edge-run/2"
+OLD_FORMATS = ("zo-edge-run/1",)  # one adapter under fixed role names; read by converting them to a plan
 MODEL_FILE = "model_int8.tflite"
 KERAS_FILE = "model.keras"
 META_FILE = "run.json"
@@ -31,21 +32,13 @@ META_FILE = "run.json"
 # run.json keys downstream code reads: key -> type, or a nested schema
 SCHEMA = {
     "format": str,
-    "settings": {"dataset": str, "scenario": str, "seed": int, "base_classes": int, "classes_per_task": int},
+    "settings": {"dataset": str, "scenario": str, "seed": int},
     "scenario": {"num_classes": int, "class_order": list},
     "model": {"num_classes": int, "input_shape": list},
-    "roles": dict,
+    "plan": dict,
 }
-# role -> (must be constant, expected dtype)
-ROLE_KINDS = {
-    "input": (False, np.int8), "logits": (False, np.int8), "classifier.input": (False, np.int8),
-    "classifier.weights": (True, np.int8), "classifier.bias": (True, np.int32),
-    "cut": (False, np.int8), "adapter_down.weights": (True, np.int8), "adapter_down.bias": (True, np.int32),
-    "adapter_down.output": (False, np.int8), "adapter_up.weights": (True, np.int8),
-    "adapter_up.bias": (True, np.int32), "adapter.output": (False, np.int8), "block.output": (False, np.int8),
-    "adapter_add.output": (False, np.int8),
-}
-REQUIRED_ROLES = ("input", "logits", "classifier.input", "classifier.weights")
+V1_SCHEMA = {**{k: v for k, v in SCHEMA.items() if k != "plan"}, "roles": dict,
+             "settings": {"dataset": str, "scenario": str, "seed": int, "base_classes": int, "classes_per_task": int}}
 
 
 def _rebuild(path) -> str:
@@ -90,9 +83,22 @@ class RunFolder:
     def settings(self) -> dict:
         return self.meta["settings"]
 
+    @functools.cached_property
+    def plan(self):
+        """The adaptation plan (``zo_edge.plan``): which tensors train and how the graph splits."""
+        from zo_edge.plan import Plan
+
+        return Plan.from_json(self.meta["plan"], where=f"{self.path / META_FILE} plan")
+
     @property
     def roles(self) -> dict[str, int]:
-        return self.meta["roles"]
+        """role -> tensor index (``Plan.roles``)."""
+        return self.plan.roles()
+
+    @property
+    def has_keras(self) -> bool:
+        """Whether the run has a float original (float mode and fo need it; a .tflite-only run has none)."""
+        return self.keras_path.is_file() and self.plan.has_keras
 
     @property
     def num_classes(self) -> int:
@@ -129,48 +135,45 @@ class RunFolder:
             if hashlib.sha256(self.tflite).hexdigest() != recorded["sha256"]:
                 raise ZoEdgeError(f"{self.tflite_path} is not the model {path / META_FILE} was built with (its "
                                   f"SHA-256 differs); {_rebuild(path)}")
-        graph = self.graph
-        roles = self.roles
-        for role in REQUIRED_ROLES:
-            if role not in roles:
-                raise ZoEdgeError(f"{path / META_FILE} has no role {role!r}; {_rebuild(path)}")
-        for role, index in roles.items():
-            if role not in ROLE_KINDS:
-                raise ZoEdgeError(f"{path / META_FILE} names an unknown role {role!r}; {_rebuild(path)}")
-            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(graph.tensors):
-                raise ZoEdgeError(f"{path / META_FILE}: role {role} points at tensor {index!r}, but the model has "
-                                  f"tensors 0..{len(graph.tensors) - 1}; {_rebuild(path)}")
-            constant, dtype = ROLE_KINDS[role]
-            t = graph.tensors[index]
-            if t.is_constant != constant or t.dtype != dtype:
-                kind = f"a constant {np.dtype(dtype).name} tensor" if constant else f"an {np.dtype(dtype).name} activation"
-                raise ZoEdgeError(f"{path / META_FILE}: role {role} should be {kind}, but tensor {index} "
-                                  f"({t.name}) is not; the model and run.json do not belong together — {_rebuild(path)}")
-        self._check_shapes()
-        return self
-
-    def _check_shapes(self) -> None:
-        graph, roles, path = self.graph, self.roles, self.path
-        logits, w = graph.tensors[roles["logits"]], graph.tensors[roles["classifier.weights"]]
-        features = graph.tensors[roles["classifier.input"]]
-        classes = self.num_classes
+        try:
+            self.plan.check(self.graph, where=f"{path / META_FILE}")
+        except ZoEdgeError as exc:
+            raise ZoEdgeError(f"{exc}; the model and run.json do not belong together — {_rebuild(path)}") from None
         problems = []
-        if roles["input"] not in graph.inputs:
-            problems.append(f"the input role (tensor {roles['input']}) is not the model's input")
-        if not logits.shape or logits.shape[-1] != classes:
+        classes = self.num_classes
+        logits = self.graph.tensors[self.plan.classifier.logits]
+        if logits.shape[-1] != classes:
             problems.append(f"the logits {list(logits.shape)} do not hold the {classes} classes of run.json")
-        if len(w.shape) != 2 or w.shape[0] != classes or int(np.prod(features.shape[1:])) != w.shape[1]:
-            problems.append(f"the classifier {list(w.shape)} does not map the features {list(features.shape)} to "
-                            f"{classes} classes")
-        if "classifier.bias" in roles and graph.tensors[roles["classifier.bias"]].shape != (classes,):
-            problems.append(f"the classifier bias is not [{classes}]")
-        shape = list(graph.tensors[graph.inputs[0]].shape[1:]) if graph.inputs else []
+        shape = list(self.graph.tensors[self.plan.input].shape[1:])
         if [int(d) for d in self.meta["model"]["input_shape"]] != shape:
             problems.append(f"the model takes inputs {shape}, run.json says {self.meta['model']['input_shape']}")
         if self.meta["scenario"]["num_classes"] > classes:
             problems.append(f"the scenario has {self.meta['scenario']['num_classes']} classes, the classifier {classes}")
         if problems:
             raise ZoEdgeError(f"{path}: {problems[0]}; the model and run.json do not belong together — {_rebuild(path)}")
+        return self
+
+
+def _plan_of_v1(meta: dict, path) -> dict:
+    """A zo-edge-run/1 role map (one adapter, fixed role names) as a plan."""
+    from zo_edge.plan import Adapter, Classifier, Plan
+
+    roles = meta["roles"]
+    try:
+        classifier = Classifier(input=roles["classifier.input"], weights=roles["classifier.weights"],
+                                bias=roles["classifier.bias"], logits=roles["logits"], keras="classifier")
+        adapters = ()
+        if "adapter_up.weights" in roles:
+            adapters = (Adapter(name="adapter0", kind=meta["model"]["adapter"].get("kind", "conv1x1"),
+                                cut=roles["cut"], down_weights=roles["adapter_down.weights"],
+                                down_bias=roles["adapter_down.bias"], hidden=roles["adapter_down.output"],
+                                up_weights=roles["adapter_up.weights"], up_bias=roles["adapter_up.bias"],
+                                output=roles["adapter.output"], block_output=roles["block.output"],
+                                add_output=roles["adapter_add.output"],
+                                keras={"down": "adapter_down", "up": "adapter_up"}),)
+        return Plan(input=roles["input"], output=roles["logits"], classifier=classifier, adapters=adapters).to_json()
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ZoEdgeError(f"{Path(path) / META_FILE} (zo-edge-run/1) lacks the role {exc}; {_rebuild(path)}") from None
 
 
 def load_run(run_dir) -> RunFolder:
@@ -191,8 +194,11 @@ def load_run(run_dir) -> RunFolder:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ZoEdgeError(f"{meta_path} is not valid JSON ({exc.__class__.__name__}); {_rebuild(path)}") from None
-    if not isinstance(meta, dict) or meta.get("format") != RUN_FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+    found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+    if found in OLD_FORMATS:
+        _check_schema(meta, V1_SCHEMA, "", path)
+        meta = {**meta, "format": RUN_FORMAT, "plan": _plan_of_v1(meta, path)}
+    elif found != RUN_FORMAT:
         raise ZoEdgeError(f"{meta_path} is not a zo-edge run ({RUN_FORMAT}; found {found!r}); {_rebuild(path)}")
     _check_schema(meta, SCHEMA, "", path)
     return RunFolder(path=path, meta=meta, tflite=tflite.read_bytes()).validate()

@@ -26,9 +26,9 @@ MASTERS = ("int8", "int16")
 def _macs(run: dict) -> dict:
     from zo_edge.cost import split_macs
     from zo_edge.engine import Engine
-    from zo_edge.learners.int8_learner import ADAPTER, CLASSIFIER
 
-    return split_macs(Engine(run.graph).split_frozen([run.roles[r] for r in ADAPTER + CLASSIFIER]))
+    plan = run.plan
+    return split_macs(Engine(run.graph).split_frozen(plan.trainable_indices(), outputs=[plan.classifier.logits]))
 
 
 def _accuracy(results: list[dict], run: dict, config) -> float | None:

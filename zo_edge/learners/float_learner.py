@@ -16,12 +16,12 @@ import numpy as np
 
 from zo_edge.cost import split_macs
 from zo_edge.engine import Engine
+from zo_edge.errors import ZoEdgeError
 from zo_edge.learners.base import Learner
 from zo_edge.learners.float_step import FloatState, clip_grad, flatten, float_step, perturbation, sgd, unflatten
 
-# Keras parameter -> (graph role, Keras layout to TFLite layout)
-_ROLES = [("adapter_down.weights", "kernel"), ("adapter_down.bias", "bias"),
-          ("adapter_up.weights", "kernel"), ("adapter_up.bias", "bias")]
+# the Keras layout of each adapter parameter, in the plan's trainable order (down w, down b, up w, up b)
+_KINDS = ("kernel", "bias", "kernel", "bias")
 
 
 def _to_graph_layout(kernel: np.ndarray) -> np.ndarray:
@@ -41,6 +41,11 @@ class FloatLearner(Learner):
 
         from zo_edge.learners.keras_split import KerasSplit
 
+        if not run.has_keras:
+            raise ZoEdgeError(f"{run.run_dir} has no float original (it was built from a .tflite), so --mode float "
+                              f"and --method fo cannot run on it; use --mode int8 with zo-fc, zo, head or frozen")
+        if len(run.plan.adapters) > 1:
+            raise ZoEdgeError("float mode takes one adapter so far; use --mode int8 for several")
         self.split = KerasSplit(keras.saving.load_model(run.keras_path, compile=False))
         W, b = self.split.classifier_params()
         self.params = FloatState(self.split.adapter_params(), W, b)
@@ -48,9 +53,9 @@ class FloatLearner(Learner):
         self.epsilon = self.config.epsilon if self.config.epsilon is not None else 1e-3
         self.graph = run.graph
         self.engine = Engine(self.graph)
-        roles = run.roles
-        trainable = [roles[r] for r, _ in _ROLES] + [roles["classifier.weights"], roles["classifier.bias"]]
-        self.engine_split = self.engine.split_frozen(trainable)
+        plan = run.plan
+        self._roles = [role for role, _ in plan.trainables()]  # adapters' four each, then the classifier's two
+        self.engine_split = self.engine.split_frozen(plan.trainable_indices(), outputs=[plan.classifier.logits])
         self.macs = split_macs(self.engine_split)
         self._cache = {}
 
@@ -94,10 +99,10 @@ class FloatLearner(Learner):
 
     def int8_constants(self) -> dict:
         roles = self.run.roles
-        values = [(_to_graph_layout(p) if kind == "kernel" else p) for p, (_, kind) in zip(self.params.adapter, _ROLES)]
+        kinds = _KINDS * len(self.run.plan.adapters)
+        values = [(_to_graph_layout(p) if kind == "kernel" else p) for p, kind in zip(self.params.adapter, kinds)]
         values += [self.params.W.T, self.params.b]
-        names = [r for r, _ in _ROLES] + ["classifier.weights", "classifier.bias"]
-        return {roles[n]: self._quantize(n, v) for n, v in zip(names, values)}
+        return {roles[n]: self._quantize(n, v) for n, v in zip(self._roles, values)}
 
     def _dequantized(self) -> tuple[list, np.ndarray, np.ndarray]:
         """The float values of the int8 weights (what the device holds), back in Keras layout."""
@@ -109,7 +114,7 @@ class FloatLearner(Learner):
             return q.astype(np.float32) * t.scale.astype(np.float32).reshape((-1,) + (1,) * (q.ndim - 1))
 
         adapter = []
-        for name, kind in _ROLES:
+        for name, kind in zip(self._roles, _KINDS * len(self.run.plan.adapters)):
             v = value(name)
             adapter.append((v.transpose(1, 2, 3, 0) if v.ndim == 4 else v.T) if kind == "kernel" else v)
         return adapter, value("classifier.weights").T.copy(), value("classifier.bias")

@@ -30,31 +30,28 @@ from zo_edge.learners.config import OptionError
 from zo_edge.learners.int8_state import SR_QUERY_CLASSIFIER, SR_QUERY_ZO, ParamVector
 from zo_edge.qgraph import QGraph
 
-ADAPTER = ["adapter_down.weights", "adapter_down.bias", "adapter_up.weights", "adapter_up.bias"]
-CLASSIFIER = ["classifier.weights", "classifier.bias"]
-
-
 class Int8Learner(Learner):
     def __init__(self, run, config, graph: QGraph | None = None):
         super().__init__(run, config)
         cfg = self.config
         self.graph = graph or run.graph
-        roles = run.roles
-        missing = [r for r in ADAPTER + CLASSIFIER + ["logits", "classifier.input"] if roles.get(r) is None]
-        if missing:
-            raise ZoEdgeError(f"{run.run_dir} has no {', '.join(missing)} in its graph; "
-                              "rebuild it with `zo-edge build`")
+        plan = self.plan = run.plan
+        roles = plan.roles()
+        if cfg.method in ("zo-fc", "zo") and not plan.adapters:
+            raise ZoEdgeError(f"{run.run_dir} has no adapter for --method {cfg.method}; build it with adapters "
+                              "(zo-edge build --adapter-at ...) or use --method head")
         self.engine = Engine(self.graph)
-        self.split = self.engine.split_frozen([roles[r] for r in ADAPTER + CLASSIFIER])
+        # every method splits where the firmware does: before the first trainable tensor's op
+        self.logits_index, self.features_index = plan.classifier.logits, plan.classifier.input
+        self.split = self.engine.split_frozen(plan.trainable_indices(), outputs=[self.logits_index])
         self.macs = split_macs(self.split)
-        self.logits_index, self.features_index = roles["logits"], roles["classifier.input"]
         logits_t = self.graph.tensors[self.logits_index]
         self.num_classes = int(logits_t.shape[-1])
         self.tables = fixed.LossTables.for_scale(logits_t.scalar_quant()[0])
         self.h_scale, self.h_zero_point = self.graph.tensors[self.features_index].scalar_quant()
-        zo_names = {"zo-fc": ADAPTER, "zo": ADAPTER + CLASSIFIER}.get(cfg.method, [])
-        self.zo = ParamVector(self.graph, roles, zo_names, cfg.master) if zo_names else None
-        self.fc = ParamVector(self.graph, roles, CLASSIFIER, cfg.master) if cfg.method in ("zo-fc", "head") else None
+        vectors = dict(plan.vectors(cfg.method))
+        self.zo = ParamVector(self.graph, roles, vectors["zo"], cfg.master) if "zo" in vectors else None
+        self.fc = ParamVector(self.graph, roles, vectors["fc"], cfg.master) if "fc" in vectors else None
         for vec in (self.zo, self.fc):
             if vec is not None and vec.n > fixed.MAX_VECTOR:
                 raise ZoEdgeError(f"{vec.n} trainable values in one vector; int8 mode's integer norm handles at most "
