@@ -262,18 +262,19 @@ def test_many_damaged_models_run_or_fail_in_one_line(fuzz_models):
 
 
 def test_cli_infer_reports_a_damaged_model_in_one_line(fuzz_models, tmp_path):
-    """Through the real CLI: for a model refused on reading and one refused on preparing, exit 2 and
-    exactly one stderr line."""
+    """Through the real CLI, for the first case of each model refused on reading and the first refused
+    on preparing: exit 2, exactly one stderr line, no output written."""
     from zo_edge.qgraph import QGraph
 
-    cases = {}
-    for label in ("digits", "kws"):
-        model = fuzz_models[label].read_bytes()
-        for seed in range(200):
-            r = run_case(model, label, seed)
-            if r["outcome"] == "refused":
+    cases = {}  # (label, stage) -> seed
+    for seed in range(500):
+        for label in fuzz_models:
+            r = run_case(fuzz_models[label].read_bytes(), label, seed)
+            if r["outcome"] == "refused" and (r["stage"] == "read" or "prepare" not in {s for _, s in cases}):
                 cases.setdefault((label, r["stage"]), seed)
-    assert {stage for _, stage in cases} >= {"read", "prepare"}, cases
+        if len(cases) == len(fuzz_models) + 1:
+            break
+    assert {stage for _, stage in cases} == {"read", "prepare"}, cases
     for (label, stage), seed in sorted(cases.items()):
         damaged = tmp_path / f"{label}-{seed}.tflite"
         damaged.write_bytes(mutate(fuzz_models[label].read_bytes(), label, seed)[1])
@@ -294,6 +295,93 @@ def test_every_kernel_reads_options_the_structure_check_covers():
     from zo_edge.tflite_check import LAYOUTS, checked_options
 
     assert {k.options for k in KERNELS.values()} <= set(LAYOUTS) & set(checked_options().values())
+
+
+# ---------------------------------------------------------------------------------------------------- on purpose
+
+
+def _conv_model(damage=None) -> bytes:
+    """x [1, 8, 8, 3] -> CONV_2D 3x3 (4 channels, per-channel scales) -> FULLY_CONNECTED -> y, damaged by
+    ``damage(builder, tensors)`` before it is written."""
+    from tflite_builder import GraphBuilder, per_channel_scales, quantize_bias
+
+    rng = np.random.default_rng(3)
+    g = GraphBuilder()
+    x = g.input([1, 8, 8, 3], scale=0.02, zero_point=-3)
+    w = g.const_int8(rng.integers(-127, 128, size=(4, 3, 3, 3)), per_channel_scales(rng, 4, 0.01))
+    c = g.conv2d(x, w, quantize_bias(rng, 4), padding="SAME", out_scale=0.05, out_zp=-128)
+    f = g.fully_connected(g.reshape(c, [1, 256]), rng.integers(-127, 128, size=(10, 256)).astype(np.int8),
+                          out_scale=0.2, out_zp=0, w_scale=0.01)
+    g.output(f)
+    if damage:
+        damage(g, {"input": x, "filter": w, "conv": c, "output": f})
+    return g.finish()
+
+
+def _set(obj, **fields):
+    for name, value in fields.items():
+        setattr(obj, name, value)
+
+
+DAMAGE = {
+    # the two tracebacks issue 9 saw: a filter without scales (AttributeError) and an unchecked shape (MemoryError)
+    "filter without quantisation": (lambda g, t: _set(g.tensors[t["filter"]], quantization=None),
+                                    "has no quantisation parameters"),
+    "activation dimension 2^31-1": (lambda g, t: g.tensors[t["conv"]].shape.__setitem__(2, (1 << 31) - 1),
+                                    "more than 16777216 elements"),
+    "dilation 2^31-1": (lambda g, t: _set(g.operators[0].builtinOptions, dilationWFactor=(1 << 31) - 1),
+                        "pads its input to"),
+    "stride 0": (lambda g, t: _set(g.operators[0].builtinOptions, strideH=0), "has stride_h 0"),
+    "dimension 0": (lambda g, t: g.tensors[t["input"]].shape.__setitem__(1, 0), "has dimension 0"),
+    "weights of the wrong size": (lambda g, t: g.tensors[t["filter"]].shape.__setitem__(1, 4),
+                                  "holds 108 bytes of data; its shape [4, 4, 3, 3] needs 144"),
+    "scales for the wrong number of channels": (lambda g, t: _set(g.tensors[t["filter"]].quantization, scale=[0.1] * 3,
+                                                                  zeroPoint=[0] * 3), "has 3 scales for the 4 channels"),
+    "a NaN scale": (lambda g, t: _set(g.tensors[t["conv"]].quantization, scale=[float("nan")]),
+                    "not a positive finite number"),
+    "a zero scale": (lambda g, t: _set(g.tensors[t["input"]].quantization, scale=[0.0]), "not a positive finite number"),
+    "quantised along a missing axis": (lambda g, t: _set(g.tensors[t["filter"]].quantization, quantizedDimension=7),
+                                       "quantised along dimension 7"),
+    "tensor index past the end": (lambda g, t: g.operators[0].inputs.__setitem__(0, 999), "refers to tensor 999"),
+    "buffer index past the end": (lambda g, t: _set(g.tensors[t["filter"]], buffer=999), "refers to buffer 999"),
+    "opcode index past the end": (lambda g, t: _set(g.operators[1], opcodeIndex=99), "refers to opcode 99"),
+    "bias of the wrong length": (lambda g, t: g.operators[0].inputs.__setitem__(2, g.const_int32(np.zeros(3))),
+                                 "should hold 4 values, one per channel"),
+    "output of the wrong shape": (lambda g, t: g.tensors[t["conv"]].shape.__setitem__(3, 5),
+                                  "should have shape [1, 8, 8, 4]"),
+    "an input read before it is written": (lambda g, t: g.operators.reverse(), "which no earlier op writes"),
+    "conv options on a fully connected op": (lambda g, t: _set(g.operators[2], builtinOptionsType=1,
+                                                               builtinOptions=g.operators[0].builtinOptions),
+                                             "carries Conv2DOptions, not FullyConnectedOptions"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_field_is_named_in_one_line(damage):
+    from zo_edge.engine import Engine
+    from zo_edge.errors import ZoEdgeError
+    from zo_edge.qgraph import QGraph
+
+    tamper, expected = DAMAGE[damage]
+    Engine(QGraph.from_bytes(_conv_model(), "intact.tflite"))  # the undamaged model is fine
+    with pytest.raises(ZoEdgeError) as caught:
+        Engine(QGraph.from_bytes(_conv_model(tamper), "damaged.tflite"))
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("damaged.tflite") and expected in message, message
+
+
+@pytest.mark.parametrize("pos, value, expected", [
+    (0, 1 << 20, "the model lies outside the file"),  # the root offset
+    (0, 2, "the model is misaligned"),
+])
+def test_a_damaged_root_offset_is_named_in_one_line(pos, value, expected):
+    from zo_edge.errors import ZoEdgeError
+    from zo_edge.qgraph import QGraph
+
+    buf = bytearray(_conv_model())
+    struct.pack_into("<I", buf, pos, value)
+    with pytest.raises(ZoEdgeError, match=expected):
+        QGraph.from_bytes(bytes(buf), "damaged.tflite")
 
 
 # ---------------------------------------------------------------------------------------------------- by hand

@@ -114,6 +114,9 @@ class Engine:
                     f"input {k} of {self.graph.source}: expected {np.dtype(t.dtype).name} "
                     f"[{', '.join(map(str, expected))}], given {x.dtype.name} [{', '.join(map(str, x.shape))}]"
                 )
+            if len(x) != len(inputs[0]) or len(x) == 0:
+                raise ZoEdgeError(f"input {k} of {self.graph.source} has {len(x)} samples; every input needs the "
+                                  f"same number, at least one ({len(inputs[0])} in input 0)")
         return list(inputs)
 
     def quantize_input(self, x, k: int = 0) -> np.ndarray:

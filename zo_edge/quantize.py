@@ -183,7 +183,7 @@ class _Graph:
 
 def _parse(buf: bytes):
     schema = _schema()
-    check_structure(bytes(buf), "the .tflite model")
+    check_structure(bytes(buf), "the model")
     try:
         model_t = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytes(buf), 0))
     except Exception as exc:  # noqa: BLE001 - any parse failure is a damaged file

@@ -151,7 +151,7 @@ def checked_options() -> dict[int, str]:
 def check_structure(buf: bytes, source: str) -> None:
     """Refuse, with one line, a buffer that is not a well-formed TFL3 flatbuffer."""
     if len(buf) < 8 or buf[4:8] != b"TFL3":
-        raise ZoEdgeError(f"{source} is not a .tflite flatbuffer (no TFL3 identifier); is it truncated or another format?")
+        raise ZoEdgeError(f"{source} is not a readable .tflite flatbuffer (no TFL3 identifier); is it truncated or another format?")
     if len(buf) >= 1 << 31:
         raise ZoEdgeError(f"{source} is {len(buf)} bytes; a flatbuffer is at most 2 GiB")
     _Walker(buf, source).table(_Walker.u32(buf, 0), "Model", "the model")
