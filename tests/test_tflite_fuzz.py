@@ -15,7 +15,7 @@ segfault or a hang fails the test and names the case that was running.
 The models: the two zoo models (built in the test session) and a chain of the ops they lack.
 By hand, over any models::
 
-    python tests/test_tflite_fuzz.py MODEL.tflite ... [--cases 1000] [--first-seed 0]
+    python tests/test_tflite_fuzz.py MODEL.tflite ... [--cases 1000] [--first-seed 0] [--json results.json]
 """
 
 from __future__ import annotations
@@ -371,8 +371,8 @@ def test_a_damaged_field_is_named_in_one_line(damage):
 
 
 @pytest.mark.parametrize("pos, value, expected", [
-    (0, 1 << 20, "the model lies outside the file"),  # the root offset
-    (0, 2, "the model is misaligned"),
+    (0, 1 << 20, "model lies outside the file"),  # the root offset
+    (0, 2, "model is misaligned"),
 ])
 def test_a_damaged_root_offset_is_named_in_one_line(pos, value, expected):
     from zo_edge.errors import ZoEdgeError
@@ -384,6 +384,42 @@ def test_a_damaged_root_offset_is_named_in_one_line(pos, value, expected):
         QGraph.from_bytes(bytes(buf), "damaged.tflite")
 
 
+def test_table_layouts_match_the_generated_schema():
+    """check_structure's layouts, slot by slot, against the builder functions of the generated schema
+    (``TensorAddShape`` -> ``PrependUOffsetTRelativeSlot(0, ...)``, ``TensorStartShapeVector`` ->
+    ``StartVector(4, ...)``): a field checked with the wrong size or kind would let damage through."""
+    import inspect
+    import re
+
+    from zo_edge import litert
+    from zo_edge.tflite_check import LAYOUTS, Scalar, Tables, Vector
+
+    schema = litert.schema()
+    sizes = {"Bool": 1, "Int8": 1, "Uint8": 1, "Int16": 2, "Uint16": 2, "Int32": 4, "Uint32": 4, "Float32": 4,
+             "Int64": 8, "Uint64": 8, "Float64": 8}
+    for table, fields in LAYOUTS.items():
+        declared = {}
+        for attr in dir(schema):
+            field = re.fullmatch(f"{table}Add([A-Z]\\w*)", attr)
+            if field:
+                kind, slot = re.search(r"Prepend(\w+?)Slot\((\d+)", inspect.getsource(getattr(schema, attr))).groups()
+                start = getattr(schema, f"{table}Start{field[1]}Vector", None)
+                elem = int(re.search(r"StartVector\((\d+)", inspect.getsource(start))[1]) if start else None
+                declared[int(slot)] = (field[1].lower(), kind, elem)
+        assert sorted(declared) == sorted(fields), table
+        for slot, (name, kind) in fields.items():
+            schema_name, schema_kind, elem = declared[slot]
+            where = f"{table}.{name}"
+            assert name.replace("_", "") == schema_name, where
+            if schema_kind == "UOffsetTRelative":
+                assert not isinstance(kind, Scalar), where
+                assert (elem is not None) == isinstance(kind, (Vector, Tables)), where
+                assert elem is None or kind == (Vector(elem) if isinstance(kind, Vector) else Tables(kind.layout)), where
+                assert not isinstance(kind, Tables) or elem == 4, where
+            else:
+                assert kind == Scalar(sizes[schema_kind]), where
+
+
 # ---------------------------------------------------------------------------------------------------- by hand
 
 
@@ -392,6 +428,7 @@ def main(argv=None) -> int:
     parser.add_argument("models", nargs="+", help="MODEL.tflite or LABEL=MODEL.tflite")
     parser.add_argument("--cases", type=int, default=1000, help="mutations per model")
     parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write every case's result to this file")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # internal: run the cases, log to this file
     args = parser.parse_args(argv)
     models = {}
@@ -402,6 +439,8 @@ def main(argv=None) -> int:
         _child(args.child, models, args.first_seed, args.cases)
         return 0
     results, problems = fuzz(models, args.cases, args.first_seed)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
     print(summary(results) if results else "no results")
     for line in problems + failures(results):
         print("FAIL", line)

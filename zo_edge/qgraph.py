@@ -2,7 +2,9 @@
 
 It keeps what the int8 kernels need — tensors with their quantisation parameters and constant data,
 operators with their options as plain Python values — and nothing of the flatbuffer's machinery.
-Everything the user can get wrong about a model file is caught here with a one-line ZoEdgeError.
+Nothing is read before ``zo_edge.tflite_check`` has checked the file's structure and contents, so a
+damaged or contradictory model ends in a one-line ZoEdgeError; what each op needs of its operands
+is checked by its kernel when the engine prepares it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from zo_edge import litert
 from zo_edge.errors import ZoEdgeError
 from zo_edge.tflite_check import TFLITE_DTYPES, check_model, check_structure, checked_options, unchecked_failure
+
 
 def _schema():
     return litert.schema()
@@ -95,10 +98,12 @@ class QGraph:
         buf = bytes(buf)
         check_structure(buf, source)
         model = _schema().Model.GetRootAs(buf, 0)
-        check_model(model, buf, source)
         try:
+            check_model(model, buf, source)
             graph = _parse(model, buf)
-        except Exception as exc:  # noqa: BLE001 - the checks above let nothing through that fails here
+        except ZoEdgeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - check_structure lets nothing through that fails here
             raise unchecked_failure(source, "reading the model", exc) from None
         graph.model_bytes = buf
         graph.source = source

@@ -40,10 +40,10 @@ _MAX_TABLES = 1 << 20  # the C++ Verifier's default bound on the tables one buff
 
 
 # ----------------------------------------------------------------------------------------------------
-# The layout of every table the readers reach: field slot -> what the field holds. Slot k is the
-# k-th field of the table in schema.fbs (vtable entry 4 + 2k). Fields of a newer schema that are
-# not listed here are checked to lie inside their table, as the C++ Verifier does for unknown
-# fields, and nobody reads them.
+# The layout of every table the readers reach, as schema.fbs declares it: field slot -> (name, what
+# the field holds). Slot k is the table's k-th field (vtable entry 4 + 2k). Fields of a newer schema
+# that are not listed are checked to lie inside their table, as the C++ Verifier does for unknown
+# fields, and nobody reads them. (tests/test_tflite_fuzz.py checks these against the generated schema.)
 
 
 @dataclass(frozen=True)
@@ -80,50 +80,81 @@ class Union:
 U8 = I8 = BOOL = Scalar(1)
 I32 = U32 = F32 = Scalar(4)
 U64 = Scalar(8)
+STRING = String()
 
-LAYOUTS: dict[str, dict[int, object]] = {
-    "Model": {0: U32, 1: Tables("OperatorCode"), 2: Tables("SubGraph"), 3: String(), 4: Tables("Buffer"),
-              5: Vector(4), 6: Tables("Metadata"), 7: Tables("SignatureDef"), 8: Tables("ExternalBufferGroup"),
-              9: Tables("ExternalBuffer")},
-    "OperatorCode": {0: I8, 1: String(), 2: I32, 3: I32},
-    "SubGraph": {0: Tables("Tensor"), 1: Vector(4), 2: Vector(4), 3: Tables("Operator"), 4: String(), 5: I32},
-    "Tensor": {0: Vector(4), 1: I8, 2: U32, 3: String(), 4: Table("QuantizationParameters"), 5: BOOL,
-               6: Table("SparsityParameters"), 7: Vector(4), 8: BOOL, 9: Tables("VariantSubType"), 10: U32},
-    "QuantizationParameters": {0: Vector(4), 1: Vector(4), 2: Vector(4), 3: Vector(8), 4: U8,
-                               5: Union(4, "QuantizationDetails"), 6: I32},
-    "CustomQuantization": {0: Vector(1)},
-    "BlockwiseQuantization": {0: I32, 1: I32, 2: I32, 3: Vector(4)},
-    "MultiAxisQuantization": {0: I32, 1: I32, 2: I32, 3: Vector(4)},
-    "SparsityParameters": {0: Vector(4), 1: Vector(4), 2: Tables("DimensionMetadata")},
-    "DimensionMetadata": {0: I8, 1: I32, 2: U8, 3: Union(2, "SparseIndexVector"), 4: U8,
-                          5: Union(4, "SparseIndexVector")},
-    "Int32Vector": {0: Vector(4)},
-    "Uint16Vector": {0: Vector(2)},
-    "Uint8Vector": {0: Vector(1)},
-    "VariantSubType": {0: Vector(4), 1: I8, 2: BOOL},
-    "Buffer": {0: Vector(1), 1: U64, 2: U64},
-    "Operator": {0: U32, 1: Vector(4), 2: Vector(4), 3: U8, 4: Union(3, "BuiltinOptions"), 5: Vector(1), 6: I8,
-                 7: Vector(1), 8: Vector(4), 9: U64, 10: U64, 11: U8, 12: Union(11, "BuiltinOptions2"), 13: I32},
-    "Metadata": {0: String(), 1: U32},
-    "SignatureDef": {0: Tables("TensorMap"), 1: Tables("TensorMap"), 2: String(), 4: U32},
-    "TensorMap": {0: String(), 1: U32},
-    "ExternalBufferGroup": {0: String()},
-    "ExternalBuffer": {0: U32, 1: U32, 2: U64, 3: U64, 4: String()},
+
+def _fields(*fields) -> dict[int, tuple[str, object]]:
+    """Fields in slot order; a None stands for a deprecated slot."""
+    return {slot: field for slot, field in enumerate(fields) if field is not None}
+
+
+LAYOUTS: dict[str, dict[int, tuple[str, object]]] = {
+    "Model": _fields(("version", U32), ("operator_codes", Tables("OperatorCode")), ("subgraphs", Tables("SubGraph")),
+                     ("description", STRING), ("buffers", Tables("Buffer")), ("metadata_buffer", Vector(4)),
+                     ("metadata", Tables("Metadata")), ("signature_defs", Tables("SignatureDef")),
+                     ("external_buffer_groups", Tables("ExternalBufferGroup")),
+                     ("external_buffers", Tables("ExternalBuffer"))),
+    "OperatorCode": _fields(("deprecated_builtin_code", I8), ("custom_code", STRING), ("version", I32),
+                            ("builtin_code", I32)),
+    "SubGraph": _fields(("tensors", Tables("Tensor")), ("inputs", Vector(4)), ("outputs", Vector(4)),
+                        ("operators", Tables("Operator")), ("name", STRING), ("debug_metadata_index", I32)),
+    "Tensor": _fields(("shape", Vector(4)), ("type", I8), ("buffer", U32), ("name", STRING),
+                      ("quantization", Table("QuantizationParameters")), ("is_variable", BOOL),
+                      ("sparsity", Table("SparsityParameters")), ("shape_signature", Vector(4)), ("has_rank", BOOL),
+                      ("variant_tensors", Tables("VariantSubType")), ("external_buffer", U32)),
+    "QuantizationParameters": _fields(("min", Vector(4)), ("max", Vector(4)), ("scale", Vector(4)),
+                                      ("zero_point", Vector(8)), ("details_type", U8),
+                                      ("details", Union(4, "QuantizationDetails")), ("quantized_dimension", I32)),
+    "CustomQuantization": _fields(("custom", Vector(1))),
+    "BlockwiseQuantization": _fields(("scales", I32), ("zero_points", I32), ("block_size", I32),
+                                     ("block_shape", Vector(4))),
+    "MultiAxisQuantization": _fields(("scales", I32), ("zero_points", I32), ("block_size", I32),
+                                     ("quantized_dimensions", Vector(4))),
+    "SparsityParameters": _fields(("traversal_order", Vector(4)), ("block_map", Vector(4)),
+                                  ("dim_metadata", Tables("DimensionMetadata"))),
+    "DimensionMetadata": _fields(("format", I8), ("dense_size", I32), ("array_segments_type", U8),
+                                 ("array_segments", Union(2, "SparseIndexVector")), ("array_indices_type", U8),
+                                 ("array_indices", Union(4, "SparseIndexVector"))),
+    "Int32Vector": _fields(("values", Vector(4))),
+    "Uint16Vector": _fields(("values", Vector(2))),
+    "Uint8Vector": _fields(("values", Vector(1))),
+    "VariantSubType": _fields(("shape", Vector(4)), ("type", I8), ("has_rank", BOOL)),
+    "Buffer": _fields(("data", Vector(1)), ("offset", U64), ("size", U64)),
+    "Operator": _fields(("opcode_index", U32), ("inputs", Vector(4)), ("outputs", Vector(4)),
+                        ("builtin_options_type", U8), ("builtin_options", Union(3, "BuiltinOptions")),
+                        ("custom_options", Vector(1)), ("custom_options_format", I8),
+                        ("mutating_variable_inputs", Vector(1)), ("intermediates", Vector(4)),
+                        ("large_custom_options_offset", U64), ("large_custom_options_size", U64),
+                        ("builtin_options_2_type", U8), ("builtin_options_2", Union(11, "BuiltinOptions2")),
+                        ("debug_metadata_index", I32)),
+    "Metadata": _fields(("name", STRING), ("buffer", U32)),
+    "SignatureDef": _fields(("inputs", Tables("TensorMap")), ("outputs", Tables("TensorMap")),
+                            ("signature_key", STRING), None, ("subgraph_index", U32)),
+    "TensorMap": _fields(("name", STRING), ("tensor_index", U32)),
+    "ExternalBufferGroup": _fields(("name", STRING)),
+    "ExternalBuffer": _fields(("id", U32), ("group", U32), ("offset", U64), ("length", U64), ("packing", STRING)),
     # The options of the ops zo-edge runs (zo_edge.kernels). QGraph reads exactly these; the options
     # of other ops get the check every table gets (vtable and fields inside the file) and are not read.
-    "AddOptions": {0: I8, 1: BOOL},
-    "Conv2DOptions": {0: I8, 1: I32, 2: I32, 3: I8, 4: I32, 5: I32, 6: I8},
-    "DepthwiseConv2DOptions": {0: I8, 1: I32, 2: I32, 3: I32, 4: I8, 5: I32, 6: I32},
-    "DequantizeOptions": {},
-    "FullyConnectedOptions": {0: I8, 1: I8, 2: BOOL, 3: BOOL, 4: I8, 5: Vector(1)},
-    "PackOptions": {0: I32, 1: I32},
-    "Pool2DOptions": {0: I8, 1: I32, 2: I32, 3: I32, 4: I32, 5: I8},
-    "QuantizeOptions": {},
-    "ReducerOptions": {0: BOOL},
-    "ReshapeOptions": {0: Vector(4)},
-    "ShapeOptions": {0: I8},
-    "SoftmaxOptions": {0: F32},
-    "StridedSliceOptions": {0: I32, 1: I32, 2: I32, 3: I32, 4: I32, 5: BOOL},
+    "AddOptions": _fields(("fused_activation_function", I8), ("pot_scale_int16", BOOL)),
+    "Conv2DOptions": _fields(("padding", I8), ("stride_w", I32), ("stride_h", I32), ("fused_activation_function", I8),
+                             ("dilation_w_factor", I32), ("dilation_h_factor", I32), ("quantized_bias_type", I8)),
+    "DepthwiseConv2DOptions": _fields(("padding", I8), ("stride_w", I32), ("stride_h", I32), ("depth_multiplier", I32),
+                                      ("fused_activation_function", I8), ("dilation_w_factor", I32),
+                                      ("dilation_h_factor", I32)),
+    "DequantizeOptions": _fields(),
+    "FullyConnectedOptions": _fields(("fused_activation_function", I8), ("weights_format", I8),
+                                     ("keep_num_dims", BOOL), ("asymmetric_quantize_inputs", BOOL),
+                                     ("quantized_bias_type", I8), ("quant_spec", Vector(1))),
+    "PackOptions": _fields(("values_count", I32), ("axis", I32)),
+    "Pool2DOptions": _fields(("padding", I8), ("stride_w", I32), ("stride_h", I32), ("filter_width", I32),
+                             ("filter_height", I32), ("fused_activation_function", I8)),
+    "QuantizeOptions": _fields(),
+    "ReducerOptions": _fields(("keep_dims", BOOL)),
+    "ReshapeOptions": _fields(("new_shape", Vector(4))),
+    "ShapeOptions": _fields(("out_type", I8)),
+    "SoftmaxOptions": _fields(("beta", F32)),
+    "StridedSliceOptions": _fields(("begin_mask", I32), ("end_mask", I32), ("ellipsis_mask", I32),
+                                   ("new_axis_mask", I32), ("shrink_axis_mask", I32), ("offset", BOOL)),
 }
 
 
@@ -154,7 +185,7 @@ def check_structure(buf: bytes, source: str) -> None:
         raise ZoEdgeError(f"{source} is not a readable .tflite flatbuffer (no TFL3 identifier); is it truncated or another format?")
     if len(buf) >= 1 << 31:
         raise ZoEdgeError(f"{source} is {len(buf)} bytes; a flatbuffer is at most 2 GiB")
-    _Walker(buf, source).table(_Walker.u32(buf, 0), "Model", "the model")
+    _Walker(buf, source).table(_Walker.u32(buf, 0), "Model", "model")
 
 
 class _Walker:
@@ -218,9 +249,9 @@ class _Walker:
         for slot, field_offset in enumerate(fields):
             if field_offset == 0:
                 continue  # absent: the reader sees the default
-            kind = spec.get(slot)
+            name, kind = spec.get(slot, (f"field {slot}", None))
             size = kind.size if isinstance(kind, Scalar) else 4 if kind is not None else 1
-            name = f"field {slot} of {what}"
+            name = f"{what}.{name}"
             if field_offset + size > table_size:
                 self.fail(name, f"lies outside its table ({field_offset} + {size} > {table_size} bytes)")
             field = pos + field_offset
@@ -235,12 +266,12 @@ class _Walker:
                 if self.buf[start + 4 + length] != 0:
                     self.fail(name, "has no terminating zero byte")
             elif isinstance(kind, Table):
-                self.table(self.offset(field, name), kind.layout, f"{kind.layout} of {what}")
+                self.table(self.offset(field, name), kind.layout, name)
             elif isinstance(kind, Tables):
                 start = self.offset(field, name)
                 for i in range(self.vector(start, 4, name)):
                     element = start + 4 + 4 * i
-                    self.table(self.offset(element, f"element {i} of {name}"), kind.layout, f"{kind.layout} {i}")
+                    self.table(self.offset(element, f"{name}[{i}]"), kind.layout, f"{name}[{i}]")
             elif isinstance(kind, Union):
                 type_offset = fields[kind.type_slot] if kind.type_slot < len(fields) else 0
                 member = self.buf[pos + type_offset] if type_offset else 0
@@ -248,7 +279,7 @@ class _Walker:
                     if kind.members not in self.members:
                         self.members[kind.members] = union_members(kind.members)
                     table = self.members[kind.members].get(member)  # unknown to this schema: never read
-                    self.table(self.offset(field, name), table, f"{table or 'options'} of {what}")
+                    self.table(self.offset(field, name), table, f"{name} ({table or f'type {member}'})")
 
 
 # ----------------------------------------------------------------------------------------------------
