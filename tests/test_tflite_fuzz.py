@@ -93,18 +93,11 @@ def mutate(model: bytes, label: str, seed: int) -> tuple[str, bytes]:
 # ---------------------------------------------------------------------------------------------------- one case
 
 
-def sample_inputs(graph, n: int = 2) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    out = []
-    for index in graph.inputs:
-        t = graph.tensors[index]
-        shape = (n,) + tuple(t.shape[1:])
-        if np.issubdtype(t.dtype, np.integer):
-            info = np.iinfo(t.dtype)
-            out.append(rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=t.dtype))
-        else:
-            out.append(rng.standard_normal(shape).astype(t.dtype))
-    return out
+def sample_inputs(graph) -> list[np.ndarray]:
+    """Two samples per graph input, over the input dtype's whole range."""
+    from zo_edge.verify import random_inputs
+
+    return random_inputs(graph, 2)
 
 
 def run_case(model: bytes, label: str, seed: int) -> dict:

@@ -50,6 +50,12 @@ def prepare_fully_connected(op, graph, batched) -> FullyConnectedParams:
     checks.require(checks.elements(out.shape) == rows * units and out.shape[0] == x.shape[0],
                    f"its output {checks.describe(out)} is not {rows} rows of {units} units on the input's batch axis")
     checks.macs(rows * units * depth)
+    if bias is not None and len(f.scale) == 1:
+        # GetQuantizedConvolutionMultipler: TFLM refuses a per-tensor bias scale far from in_scale · filter_scale
+        product = float(np.float32(x.scale[0]) * np.float32(f.scale[0]))
+        bias_scale = float(bias.scale[0]) if bias.is_quantized else 0.0
+        checks.require(abs(product - bias_scale) / out_scale <= 0.02,
+                       f"its bias scale {bias_scale:g} is not input scale × filter scale ({product:g}), as TFLM requires")
     if batched[0] and (len(out.shape) < 2 or out.shape[0] != 1):
         raise checks.InvalidOp(f"FULLY_CONNECTED output {out.shape} has no batch dimension of 1 to batch over")
     multiplier, shift = per_channel_multipliers(x, f, out, units if len(f.scale) > 1 else 1)
