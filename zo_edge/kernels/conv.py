@@ -71,8 +71,7 @@ def _prepare(op, graph, batched, depthwise: bool) -> ConvParams:
     o = op.options
     checks.require(o.get("padding", 0) in PADDING, f"has padding {o.get('padding')}, which the schema does not define")
     stride_h, stride_w = checks.positive(o, "stride_h", "stride_w")
-    dilation_h, dilation_w = checks.positive({k: o.get(k, 1) or 1 for k in ("dilation_h_factor", "dilation_w_factor")},
-                                             "dilation_h_factor", "dilation_w_factor")
+    dilation_h, dilation_w = checks.positive(o, "dilation_h_factor", "dilation_w_factor", default=1)
     window = make_window(o.get("padding", 0), in_h, in_w, kh, kw, stride_h, stride_w, dilation_h, dilation_w)
     checks.output_shape(out, (n, window.out_h, window.out_w, out_c))
     taps = kh * kw * (1 if depthwise else in_c)
