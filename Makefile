@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-ARM_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+# the firmware side: the Arm cross-compiler, newlib, QEMU, and clang (every library is also checked under clang)
+TOOLCHAIN_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm clang
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-all toolchain setup bench clean
@@ -18,19 +19,21 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The Arm cross-compiler, newlib and QEMU, from Debian, when we are root and they are missing.
+# The firmware toolchain from Debian, when we are root and a part is missing. Without root it says what
+# to install: the tests then skip the firmware checks (under CI=true they fail), the demo its QEMU stage.
 toolchain:
 	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null \
-	    && [ -e /usr/lib/arm-none-eabi/newlib/libc.a ]; then :; \
+	    && command -v clang >/dev/null && [ -e /usr/lib/arm-none-eabi/newlib/libc.a ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing $(ARM_PACKAGES)"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(ARM_PACKAGES) >/dev/null 2>&1 \
-	    || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(ARM_PACKAGES) >/dev/null); \
+	    echo "installing $(TOOLCHAIN_PACKAGES)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(TOOLCHAIN_PACKAGES) >/dev/null 2>&1 \
+	    || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(TOOLCHAIN_PACKAGES) >/dev/null) \
+	    || echo "note: could not install $(TOOLCHAIN_PACKAGES); firmware checks need them"; \
 	else \
-	    echo "note: Arm toolchain missing and not root; firmware tests will skip (sudo apt-get install $(ARM_PACKAGES))"; \
+	    echo "note: the firmware toolchain is missing and we are not root (sudo apt-get install $(TOOLCHAIN_PACKAGES))"; \
 	fi
 
-demo: $(STAMP)
+demo: $(STAMP) toolchain
 	$(BIN)/zo-edge demo
 
 test: $(STAMP) toolchain

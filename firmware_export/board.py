@@ -167,11 +167,12 @@ def _make_error(output: str) -> str:
 
 
 def build(fw_dir, target: str = "host", log=print, compiler: str | None = None, jobs: int = 2,
-          extra_cflags: str = "", timeout_s: float = 600) -> Path:
+          extra_cflags: str = "", timeout_s: float = 600, rebuild: bool = False) -> Path:
     """Build the example app with the firmware folder's Makefile and return the executable's path.
 
     ``target``: "host", a board name (``BOARDS``: its core is built) or a Cortex-M target name
-    (``TARGETS``). ``compiler``: the host C compiler (default gcc). Errors are one-line ZoEdgeErrors:
+    (``TARGETS``). ``compiler``: the host C compiler (default gcc). ``rebuild``: make every object again from
+    the folder's sources (``make -B``), whatever the time stamps say. Errors are one-line ZoEdgeErrors:
     a missing toolchain (with the apt-get line), a TARGET the Makefile does not know, a compile error.
     """
     fw = Path(fw_dir)
@@ -179,7 +180,7 @@ def build(fw_dir, target: str = "host", log=print, compiler: str | None = None, 
     if not (fw / "Makefile").exists():
         raise ZoEdgeError(f"{fw} has no Makefile; export the firmware first")
     _require("make", "runs the firmware Makefile")
-    args = ["make", "-C", str(fw), f"-j{jobs}"]
+    args = ["make", "-C", str(fw), f"-j{jobs}"] + (["-B"] if rebuild else [])
     if extra_cflags:
         args.append(f"EXTRA_CFLAGS={extra_cflags}")
     if target == "host":

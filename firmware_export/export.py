@@ -11,23 +11,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from zo_edge.errors import ZoEdgeError
-from zo_edge.staging import staged_folder
+from zo_edge.outputs import check_output_folder, write_folder
 
 FORMAT = "zo-edge/firmware@1"
 
 
-def training_stream(run: dict, config, steps: int, seed: int = 0):
+def training_stream(run, config, steps: int, seed: int = 0):
     """Full batches from the run's first continual task, in the simulator's shuffled order: (task,
     [(sample indices, epoch)] per step). The device takes full batches only, so a partial last batch
     of an epoch is skipped."""
-    from sim.runner import load_scenario
-
-    task = load_scenario(run).tasks[0]
+    task = run.scenario.tasks[0]
     n, batch = len(task.y_train), config.batch_size
     per_epoch = n // batch
     if per_epoch == 0:
@@ -45,31 +44,35 @@ def training_stream(run: dict, config, steps: int, seed: int = 0):
 
 
 def export_firmware(run_dir, out_dir, config, target: str = "cortex-m4", samples: int = 8, steps: int = 10,
-                    every: int = 5, force: bool = False, log=print) -> dict:
+                    every: int = 5, force: bool = False, inputs=(), log=print) -> dict:
+    """Write the firmware folder (module docstring) for a run and a learner configuration; return the
+    export.json content. ``inputs``: further files the command read (a config file), which ``out_dir``
+    may not replace, any more than the run folder."""
     from firmware_export.board import TARGETS, render_build_files
     from firmware_export.fixed_export import render_fixed
     from firmware_export.model_export import render_model
     from firmware_export.persist import render_persist
     from firmware_export.train_export import render_train
     from zo_edge.build import load_run
-    from zo_edge.qgraph import QGraph
 
     if target not in TARGETS:
         raise ZoEdgeError(f"unknown target {target!r} (--target); known: {', '.join(TARGETS)}")
     config.check()
-    if config.mode != "int8" or config.method == "fo":
-        raise ZoEdgeError(f"the firmware runs int8-mode zo-fc, zo, head or frozen; {config.method} in "
-                          f"{config.mode} mode has no device implementation (use --mode int8)")
+    if config.method == "fo":
+        raise ZoEdgeError("--method fo (backprop through the adapter) has no firmware: a device does not run a "
+                          "backward pass; export zo-fc, zo, head or frozen (`zo-edge profile --method fo` shows "
+                          "what backprop would cost)")
+    if config.mode != "int8":
+        raise ZoEdgeError(f"--mode {config.mode} has no firmware; the device runs int8 mode (--mode int8)")
     for name, value in (("samples", samples), ("steps", steps), ("every", every)):
         if value < (1 if name == "every" else 0):
             raise ZoEdgeError(f"--{name} must be {'>= 1' if name == 'every' else '>= 0'} (got {value})")
+    inputs = (run_dir, *inputs)
+    out = check_output_folder(out_dir, "firmware", force, inputs)
     run = load_run(run_dir)
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise ZoEdgeError(f"{out} is not empty; pass --force to replace it or choose another --out")
-    graph = QGraph.from_bytes(run["tflite"], source=run["tflite_path"])
-    with staged_folder(out) as tmp:
-        model = render_model(graph, run["roles"], tmp)
+    graph = run.graph
+    with write_folder(out, "firmware", force, inputs) as tmp:
+        model = render_model(graph, run.roles, tmp)
         render_fixed(tmp)
         train = render_train(run, config, tmp)
         render_persist(tmp, state_tag=train.state_tag)
@@ -86,13 +89,15 @@ def export_firmware(run_dir, out_dir, config, target: str = "cortex-m4", samples
             classifier=np.array([int(config.trains_classifier(epoch)) for _, epoch in stream]),
             every=every,
         )
-        render_build_files(tmp, x, source=Path(run["tflite_path"]).name, default_target=target,
-                           sample_note=f"the first {len(x)} test recordings of {run['settings']['dataset']}",
+        render_build_files(tmp, x, source=run.tflite_path.name, default_target=target,
+                           sample_note=f"the first {len(x)} test recordings of {run.settings['dataset']}",
                            train=batches if stream else None,
                            memory=[("activation arena", model.arena.size), ("training state", train.state_bytes)])
         meta = {
             "format": FORMAT,
-            "run_dir": str(Path(run["run_dir"]).resolve()),
+            "run_dir": str(run.path.resolve()),
+            # the same, from the firmware folder: found again when both are moved together
+            "run_dir_relative": os.path.relpath(run.path.resolve(), Path(out).resolve()),
             "target": target,
             "learner": config.to_json(),
             "samples": {"count": int(len(x)), "labels": [int(v) for v in dataset_y]},
@@ -108,12 +113,8 @@ def export_firmware(run_dir, out_dir, config, target: str = "cortex-m4", samples
     return meta
 
 
-def _test_samples(run: dict, count: int):
-    from zo_edge.data import load_dataset
-
-    s = run["settings"]
-    dataset = load_dataset(s["dataset"], seed=s["seed"])
-    return dataset.x_test[:count], dataset.y_test[:count]
+def _test_samples(run, count: int):
+    return run.dataset.x_test[:count], run.dataset.y_test[:count]
 
 
 def read_export(fw_dir) -> dict:
@@ -124,9 +125,32 @@ def read_export(fw_dir) -> dict:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ZoEdgeError(f"{path} is not valid JSON ({exc.msg}); export the firmware again") from None
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ZoEdgeError(f"{path} is not a zo-edge firmware export ({FORMAT}); export the firmware again")
+    train, samples = meta.get("train"), meta.get("samples")
+    problems = [key for key, ok in (
+        ("run_dir", isinstance(meta.get("run_dir"), str)),
+        ("learner", isinstance(meta.get("learner"), dict)),
+        ("samples.count", isinstance(samples, dict) and isinstance(samples.get("count"), int)),
+        ("train.steps", isinstance(train, dict) and isinstance(train.get("steps"), int)),
+        ("train.every", isinstance(train, dict) and isinstance(train.get("every"), int) and train["every"] >= 1),
+        ("train.task", isinstance(train, dict) and isinstance(train.get("task"), int)),
+        ("train.batches", isinstance(train, dict) and isinstance(train.get("batches"), list)
+         and len(train["batches"]) == train.get("steps")),
+        ("train.epochs", isinstance(train, dict) and isinstance(train.get("epochs"), list)
+         and len(train["epochs"]) == train.get("steps")),
+    ) if not ok]
+    if problems:
+        raise ZoEdgeError(f"{path}: {problems[0]} is missing or malformed; export the firmware again")
     return meta
+
+
+def run_dir_of(fw_dir, meta: dict) -> Path:
+    """The run folder a firmware folder was exported from: beside it as at export, else where it was."""
+    relative = meta.get("run_dir_relative")
+    if relative is not None and (Path(fw_dir) / relative / "run.json").is_file():
+        return Path(fw_dir) / relative
+    return Path(meta["run_dir"])
 
 
 def learner_config(meta: dict):

@@ -74,16 +74,28 @@ def measure_firmware(fw_dir, board: str = "mps2-an386", timeout_s: float = 600, 
     app = parse_output(run_qemu(elf, board, timeout_s).stdout)
     if app.errors or app.status != 0:
         raise ZoEdgeError(f"the firmware on {board} failed: {app.errors[0] if app.errors else app.status}")
-    per_object = linked_sizes(elf.with_suffix(".map"))
-    library = {o: s for o, s in per_object.items() if o in LIBRARY}
-    runtime = {o: s for o, s in per_object.items() if o in RUNTIME}
-    lib_flash = sum(s["flash"] for s in library.values()) + sum(s["flash"] for s in runtime.values())
-    lib_ram = sum(s["ram"] for s in library.values()) + sum(s["ram"] for s in runtime.values())
+    parts = split_sizes(elf)
+    lib_flash, lib_ram = parts["library"]["flash_bytes"], parts["library"]["ram_static_bytes"]
     return {
         "board": board,
-        "library": {"flash_bytes": lib_flash, "ram_static_bytes": lib_ram, "objects": {**library, **runtime}},
+        "library": parts["library"],
         "stack_high_water_bytes": app.stack_bytes,
         "ram_bytes": lib_ram + app.stack_bytes,
         "flash_bytes": lib_flash,
-        "app_objects": {o: s for o, s in per_object.items() if o not in LIBRARY and o not in RUNTIME},
+        "app_objects": parts["app"]["objects"],
     }
+
+
+def split_sizes(elf) -> dict:
+    """The linked ELF's flash and static RAM in two parts, from its map: ``library`` (the zo-edge objects
+    and the runtime helpers they pull in: what a user's firmware links) and ``app`` (the example app, its
+    embedded samples and batches, the board layer and startup), each {flash_bytes, ram_static_bytes, objects}."""
+    per_object = linked_sizes(Path(elf).with_suffix(".map"))
+    library = {o: s for o, s in per_object.items() if o in LIBRARY or o in RUNTIME}
+    app = {o: s for o, s in per_object.items() if o not in library}
+
+    def total(objects: dict) -> dict:
+        return {"flash_bytes": sum(s["flash"] for s in objects.values()),
+                "ram_static_bytes": sum(s["ram"] for s in objects.values()), "objects": objects}
+
+    return {"library": total(library), "app": total(app)}

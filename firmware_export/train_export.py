@@ -100,7 +100,7 @@ def state_tag(learner) -> int:
     """CRC-32 of what a blob holds: the layout (segments, storage kinds, momentum) and the model bytes,
     so a blob of another model or configuration is refused by zoedge_train_state_load."""
     desc = {"version": BLOB_VERSION, "method": learner.config.method, "momentum": bool(learner.config.momentum),
-            "model_crc32": zlib.crc32(learner.run["tflite"]),
+            "model_crc32": zlib.crc32(learner.run.tflite),
             "vectors": {name: [[s["role"], s["kind"], s["size"]] for s in _layout(vec)]
                         for name, vec in _vectors(learner)}}
     return zlib.crc32(json.dumps(desc, sort_keys=True).encode())
@@ -169,7 +169,7 @@ def _vector_context(name: str, vec, learner, lr: float, model_state: dict, alias
                          "ctype": KIND_CTYPE[s["kind"]], "view_ctype": model["ctype"], "own_master": own,
                          "master": master, "bytes": KIND_BLOB[s["kind"]].itemsize})
     try:
-        update = vec._update_multiplier(lr)  # the ParamVector's own (and cached) multiplier
+        update = vec.update_multiplier(lr)  # the ParamVector's own (and cached) multiplier
     except ValueError as exc:
         raise ZoEdgeError(f"the {name} learning rate {lr:g} cannot be held as an integer multiplier "
                           f"({exc})") from None
@@ -185,7 +185,7 @@ def train_context(learner, classifier_layout: str = "auto") -> dict:
         raise ZoEdgeError(f"unknown classifier layout {classifier_layout!r}; one of auto, "
                           f"{', '.join(memory.CLASSIFIER_LAYOUTS)}")
     cfg, run = learner.config, learner.run
-    graph, roles = learner.graph, run["roles"]
+    graph, roles = learner.graph, run.roles
     B = cfg.batch_size
     model, plan = build_context(graph, roles)
     model_state = {s["role"]: s for s in model["state"]}

@@ -10,6 +10,7 @@ counts (QEMU ``-icount``, FPGAIO counter) per inference, per step and per phase 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -22,29 +23,60 @@ def _differing(a: bytes, b: bytes) -> int:
     return int(np.count_nonzero(np.frombuffer(a, np.uint8) != np.frombuffer(b, np.uint8)))
 
 
+def _observed_states(meta: dict, steps: int) -> list[int]:
+    """The steps k (0-based) after which the app prints its state, among the first ``steps``."""
+    exported, every = meta["train"]["steps"], meta["train"]["every"]
+    return [k for k in range(steps) if (k + 1) % every == 0 or k + 1 == exported]
+
+
+def _check_sources(fw_dir: Path) -> None:
+    """Every C source and header the export wrote is still there (the build is from the folder's sources:
+    a deleted file must not be stood in for by an old object)."""
+    from zo_edge.outputs import read_marker
+
+    marker = read_marker(fw_dir) or {}
+    missing = sorted(f for f in marker.get("files", {}) if f.endswith((".c", ".h", "Makefile", ".ld"))
+                     and not (fw_dir / f).is_file())
+    if missing:
+        raise ZoEdgeError(f"{fw_dir} lacks {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}, which the "
+                          "export wrote; export the firmware again")
+
+
 def verify_firmware(fw_dir, board: str = "mps2-an386", steps: int | None = None, timeout_s: float = 600,
                     compiler: str | None = None, log=print) -> dict:
-    from firmware_export.board import BOARDS, build, elf_sizes
-    from firmware_export.export import learner_config, read_export
+    """Rebuild, run and compare (module docstring). Raises a one-line ZoEdgeError when nothing could be
+    compared or the app did not show what was asked; returns the report (``differing_bytes`` > 0 when
+    the firmware and the simulator differ)."""
+    from firmware_export.board import BOARDS, build
+    from firmware_export.export import learner_config, read_export, run_dir_of
+    from firmware_export.measure import split_sizes
     from firmware_export.qemu import parse_output, run_host, run_qemu
     from firmware_export.train_export import state_blob
-    from sim.runner import load_scenario
     from zo_edge.build import load_run
-    from zo_edge.data import load_dataset
     from zo_edge.learners import make_learner
 
+    fw_dir = Path(fw_dir)
     if board not in BOARDS:
         raise ZoEdgeError(f"unknown board {board!r} (--board); known: {', '.join(BOARDS)}")
     meta = read_export(fw_dir)
-    exported = meta["train"]["steps"]
+    exported, every = meta["train"]["steps"], meta["train"]["every"]
     steps = exported if steps is None else steps
     if not 0 <= steps <= exported:
         raise ZoEdgeError(f"{fw_dir} embeds {exported} training steps; --steps {steps} needs a new export "
                           f"(`zo-edge export ... --steps {steps}`)")
-    run = load_run(meta["run_dir"])
+    observed = _observed_states(meta, steps)
+    if steps and not observed:
+        raise ZoEdgeError(f"--steps {steps} ends before the first state the app prints (after step {min(every, exported)}:"
+                          f" it prints every {every} steps); use --steps {min(every, exported)} or more, or export "
+                          f"with --every {steps}")
+    if steps == 0 and meta["samples"]["count"] == 0:
+        raise ZoEdgeError(f"{fw_dir} embeds no test samples and --steps 0 compares no state: nothing to compare; "
+                          "export with --samples N or verify some steps")
+    run = load_run(run_dir_of(fw_dir, meta))
     config = learner_config(meta)
+    _check_sources(fw_dir)
 
-    exe = build(fw_dir, board, log=log, compiler=compiler)
+    exe = build(fw_dir, board, log=log, compiler=compiler, rebuild=True)  # always from the folder's sources
     log(f"running {exe.name} on {board}" + (" in QEMU" if BOARDS[board].machine else ""))
     t0 = time.perf_counter()
     result = run_qemu(exe, board, timeout_s) if BOARDS[board].machine else run_host(exe, timeout_s)
@@ -56,35 +88,35 @@ def verify_firmware(fw_dir, board: str = "mps2-an386", steps: int | None = None,
 
     # the simulator, on the same samples and batches
     learner = make_learner(run, config)
-    s = run["settings"]
-    x_test = load_dataset(s["dataset"], seed=s["seed"]).x_test[: meta["samples"]["count"]]
+    x_test = run.dataset.x_test[: meta["samples"]["count"]]
     want_logits = learner.logits(x_test) if len(x_test) else np.zeros((0, 0), np.int8)
-    compared = differing = 0
     per_part = {"logits": [0, 0], "state": [0, 0]}
     for i, row in enumerate(want_logits):
         got = app.logits.get(i, b"")
-        d, n = _differing(got, row.astype(np.int8).tobytes()), len(row)
-        per_part["logits"][0] += d
-        per_part["logits"][1] += n
-    task = next(t for t in load_scenario(run).tasks if int(t.index) == meta["train"]["task"])
+        per_part["logits"][0] += _differing(got, row.astype(np.int8).tobytes())
+        per_part["logits"][1] += len(row)
+    task = next(t for t in run.scenario.tasks if int(t.index) == meta["train"]["task"])
     if steps:
         learner.begin_task(task)
         allowed = np.isin(np.arange(learner.num_classes), task.classes)
         counters = dict(forward_passes=0, prefix_passes=0, suffix_passes=0, macs=0, saturation_events=0)
-        every = meta["train"]["every"]
         for k in range(steps):
             idx = np.asarray(meta["train"]["batches"][k])
             learner.train_step(idx, task.y_train[idx], allowed, meta["train"]["epochs"][k], counters)
             learner.step += 1
-            if (k + 1) % every == 0 or k + 1 == exported:
+            if k in observed:
                 got = app.states.get(k)
                 if got is None:
-                    raise ZoEdgeError(f"the firmware printed no state after step {k}")
+                    raise ZoEdgeError(f"the firmware printed no state after step {k + 1}; it stopped early or was "
+                                      "built from other sources — export it again")
                 want = state_blob(learner)
                 per_part["state"][0] += _differing(got, want)
                 per_part["state"][1] += len(want)
     differing = per_part["logits"][0] + per_part["state"][0]
     compared = per_part["logits"][1] + per_part["state"][1]
+    if compared == 0:
+        raise ZoEdgeError(f"nothing was compared on {board} (0 bytes): the app printed no logits or state; "
+                          "export the firmware again")
 
     report = {
         "board": board,
@@ -94,6 +126,7 @@ def verify_firmware(fw_dir, board: str = "mps2-an386", steps: int | None = None,
         "compared": {k: {"differing_bytes": v[0], "compared_bytes": v[1]} for k, v in per_part.items()},
         "samples": len(want_logits),
         "steps": steps,
+        "states_compared": len(observed),
         "seconds": round(seconds, 2),
         "stack_bytes": app.stack_bytes,
     }
@@ -113,8 +146,18 @@ def verify_firmware(fw_dir, board: str = "mps2-an386", steps: int | None = None,
         if step_counts and "suffix" in phases:
             report["instructions"]["cost"] = _step_cost(meta, config, steps, phases, step_counts)
     if BOARDS[board].machine:
-        report["elf"] = {k: v for k, v in elf_sizes(exe).items() if k in ("flash_bytes", "ram_static_bytes")}
+        parts = split_sizes(exe)
+        report["memory"] = {
+            "library": {k: parts["library"][k] for k in ("flash_bytes", "ram_static_bytes")},
+            "app": {k: parts["app"][k] for k in ("flash_bytes", "ram_static_bytes")},
+            "stack_high_water_bytes": app.stack_bytes,
+            "note": "library = the zo-edge objects and the runtime helpers they use (what your firmware links); "
+                    "app = the example app with its embedded samples and batches, the board layer and startup",
+        }
     return report
+
+
+STEP_COST_BOUND = 1.15  # what perturbing, the loss and the classifier step may add over the suffix passes
 
 
 def _step_cost(meta, config, steps, phases, step_counts) -> dict:
@@ -128,13 +171,17 @@ def _step_cost(meta, config, steps, phases, step_counts) -> dict:
     update = float(np.mean(phases.get("update", [0])))
     step = float(np.mean(step_counts))
     floor = (2 * config.q + 1) * config.batch_size * suffix_pass + update
+    ratio = round((step - prefix) / floor, 4) if floor else None
     return {"suffix_pass": int(round(suffix_pass)), "prefix_per_sample": int(round(prefix / config.batch_size)),
-            "update": int(round(update)), "ratio": round((step - prefix) / floor, 4) if floor else None}
+            "update": int(round(update)), "ratio": ratio, "bound": STEP_COST_BOUND,
+            "within_bound": None if ratio is None else ratio <= STEP_COST_BOUND}
 
 
 def format_report(report: dict) -> str:
-    lines = [f"{report['board']}: {report['differing_bytes']} of {report['compared_bytes']} bytes differ "
-             f"({report['samples']} inferences, state after {report['steps']} training steps)"]
+    verdict = "identical" if report["differing_bytes"] == 0 else "DIFFERENT"
+    lines = [f"{report['board']}: {report['differing_bytes']} of {report['compared_bytes']} bytes differ ({verdict}; "
+             f"{report['samples']} inferences, the state at {report['states_compared']} points of "
+             f"{report['steps']} training steps)"]
     for part, c in report["compared"].items():
         lines.append(f"  {part:7s} {c['differing_bytes']} of {c['compared_bytes']} bytes differ")
     ins = report.get("instructions")
@@ -144,10 +191,15 @@ def format_report(report: dict) -> str:
         for name, v in ins["breakdown"].items():
             lines.append(f"    {name:10s} {v:>14,}")
         cost = ins.get("cost")
-        if cost:
+        if cost and cost["ratio"] is not None:
+            verdict = "within" if cost["within_bound"] else "ABOVE"
             lines.append(f"  one suffix pass {cost['suffix_pass']:,}, prefix {cost['prefix_per_sample']:,} per sample; "
-                         f"(step - prefix) / ((2q+1)·B·suffix + update) = {cost['ratio']:.3f}")
-    if "elf" in report:
-        lines.append(f"  ELF: {report['elf']['flash_bytes']:,} bytes flash, "
-                     f"{report['elf']['ram_static_bytes']:,} bytes static RAM; stack used {report['stack_bytes']:,}")
+                         f"(step - prefix) / ((2q+1)·B·suffix + update) = {cost['ratio']:.3f}, {verdict} the bound "
+                         f"{cost['bound']:g}")
+    mem = report.get("memory")
+    if mem:
+        lib, app = mem["library"], mem["app"]
+        lines.append(f"  zo-edge library: {lib['flash_bytes']:,} bytes flash, {lib['ram_static_bytes']:,} bytes static RAM, "
+                     f"stack used {mem['stack_high_water_bytes']:,}; the example app adds {app['flash_bytes']:,} flash "
+                     f"and {app['ram_static_bytes']:,} RAM (its embedded samples and batches: not part of your firmware)")
     return "\n".join(lines)

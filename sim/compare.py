@@ -45,6 +45,9 @@ def load_results(path) -> dict:
     folder = file.parent if file.name == RESULTS_NAME else path
     rerun = f"run `zo-edge simulate RUN_DIR --out {folder}` to write it"
     if path.is_dir() and not file.is_file():
+        if (path / "run.json").is_file():  # a run folder: its results are somewhere else
+            raise ZoEdgeError(f"{path} is a run folder, not simulate output; run `zo-edge simulate {path}` "
+                              f"and compare the folder it writes ({path.parent / (path.name + '-sim')}/METHOD-MODE)")
         raise ZoEdgeError(f"{path} has no {RESULTS_NAME}; run `zo-edge simulate RUN_DIR --out {path}` first")
     if not file.is_file():
         raise ZoEdgeError(f"{file} does not exist; pass a run folder or its {RESULTS_NAME}, or {rerun}")

@@ -79,12 +79,13 @@ def summarize(values: Sequence[float]) -> dict:
     """{"mean", "std", "per_seed"} of one metric over seeds.
 
     std is the sample standard deviation (ddof=1): with the handful of seeds a run uses, the
-    population formula would understate the spread by a factor sqrt((n-1)/n). One seed: std = 0.0.
+    population formula would understate the spread by a factor sqrt((n-1)/n). One seed: std = None
+    (JSON null): no spread was measured, and printing "± 0.0" would claim one.
     """
     per_seed = [float(v) for v in values]
     if not per_seed:
         raise ValueError("no values to summarize")
-    std = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0
+    std = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None
     return {"mean": float(np.mean(per_seed)), "std": std, "per_seed": per_seed}
 
 

@@ -21,22 +21,14 @@ from zo_edge.learners import LearnerConfig, make_learner
 FORMAT = "zo-edge/results@1"
 
 
-def load_scenario(run: dict):
-    from zo_edge.data import load_dataset, make_scenario
-
-    s = run["settings"]
-    dataset = load_dataset(s["dataset"], seed=s["seed"])
-    return make_scenario(dataset, s["scenario"], seed=s["seed"], base_classes=s["base_classes"],
-                         classes_per_task=s["classes_per_task"])
-
-
 def _accuracy(learner, xs, ys, classes) -> float:
     x, y = np.concatenate(xs), np.concatenate(ys)
     return float(100.0 * np.mean(learner.predict(x, classes) == y)) if len(y) else float("nan")
 
 
-def run_seed(run: dict, config: LearnerConfig, scenario, progress=None) -> dict:
-    """One seed: train task by task, evaluate after each. Returns R, seen accuracy, counters, time."""
+def run_seed(run: dict, config: LearnerConfig, scenario, progress=None, task_log=None) -> dict:
+    """One seed: train task by task, evaluate after each. Returns R, seen accuracy, counters, time.
+    ``task_log(line)``, if given, hears one line per task as it ends."""
     t0 = time.perf_counter()
     learner = make_learner(run, config)
     tasks = [scenario.base] + list(scenario.tasks)
@@ -50,6 +42,10 @@ def run_seed(run: dict, config: LearnerConfig, scenario, progress=None) -> dict:
         for i in range(t + 1):
             R[t][i] = _accuracy(learner, [tasks[i].x_test], [tasks[i].y_test], classes)
         seen.append(_accuracy(learner, [k.x_test for k in tasks[: t + 1]], [k.y_test for k in tasks[: t + 1]], classes))
+        if task_log and t > 0:
+            task_log(f"seed {config.seed}: task {t} of {T - 1} ({task.name}) done after "
+                     f"{time.perf_counter() - t0:.1f} s, {counters[-1]['steps']} steps; accuracy on the "
+                     f"{len(classes)} classes seen so far {seen[-1]:.1f}%")
     return {"R": R, "seen": seen, "counters": counters, "seconds": time.perf_counter() - t0,
             "settings": learner.settings(), "state_bytes": learner.state_bytes(), "learner": learner}
 
@@ -61,14 +57,15 @@ def total_steps(run: dict, config: LearnerConfig, scenario, seeds) -> int:
     return per_seed * len(seeds)
 
 
-def simulate(run: dict, config: LearnerConfig, seeds, progress=None, log=None) -> dict:
-    """Every seed in turn; returns the results.json content (see the README for the schema)."""
+def simulate(run: dict, config: LearnerConfig, seeds, progress=None, log=None, task_log=None) -> dict:
+    """Every seed in turn; returns the results.json content (see the README for the schema).
+    ``log`` hears one line per seed, ``task_log`` one per task, ``progress()`` one call per step."""
     config.check()
-    scenario = load_scenario(run)
+    scenario = run.scenario
     t0 = time.perf_counter()
     per_seed = []
     for seed in seeds:
-        one = run_seed(run, dataclasses.replace(config, seed=int(seed)), scenario, progress)
+        one = run_seed(run, dataclasses.replace(config, seed=int(seed)), scenario, progress, task_log)
         per_seed.append(one)
         if log:
             log(f"seed {seed}: average accuracy {metrics.average_accuracy(one['seen']):.1f}%, "
@@ -87,9 +84,9 @@ def simulate(run: dict, config: LearnerConfig, seeds, progress=None, log=None) -
     return {
         "format": FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "run_dir": run.get("run_dir"),
+        "run_dir": run.run_dir,
         "settings": {**config.to_json(), **per_seed[0]["settings"], "seeds": [int(s) for s in seeds]},
-        "scenario": {"name": scenario.name, "dataset": run["settings"]["dataset"], "num_classes": scenario.num_classes,
+        "scenario": {"name": scenario.name, "dataset": run.settings["dataset"], "num_classes": scenario.num_classes,
                      "tasks": [{"name": t.name, "classes": [int(c) for c in t.classes],
                                 "train_samples": int(len(t.y_train)), "test_samples": int(len(t.y_test))}
                                for t in tasks]},

@@ -15,7 +15,8 @@ def require_tools(*names: str) -> None:
     """Skip (or, under CI=true, fail) unless every named executable is on PATH."""
     missing = [n for n in names if shutil.which(n) is None]
     if missing:
-        message = f"missing {', '.join(missing)} (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)"
+        message = (f"missing {', '.join(missing)} (`make toolchain` as root, or apt-get install gcc-arm-none-eabi "
+                   "libnewlib-arm-none-eabi qemu-system-arm clang)")
         if IN_CI:
             pytest.fail(message + " — required under CI=true")
         pytest.skip(message)

@@ -122,7 +122,7 @@ def test_wrong_input_shape_or_dtype_names_expected_and_given(models, tmp_path, x
 
 
 def test_missing_files_are_named(models, tmp_path):
-    assert_one_line_error(zo_edge("verify", tmp_path / "nope.tflite", "--random", 1), "nope.tflite", "no such file")
+    assert_one_line_error(zo_edge("verify", tmp_path / "nope.tflite", "--random", 1), "nope.tflite", "does not exist")
     result = zo_edge("infer", models["int8"], "--inputs", tmp_path / "nope.npy", "--out", tmp_path / "y.npy")
     assert_one_line_error(result, "nope.npy", "no such file")
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from zo_edge import ZoEdgeError, data
+from zo_edge.data import bundled
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,7 @@ def test_normalisation_statistics_come_from_the_train_split_only(spoken):
     np.testing.assert_allclose(train.std(axis=0), 1.0, atol=1e-3)
     # The test split was standardised with the train statistics, not its own.
     assert np.abs(real_frames(spoken.x_test).mean(axis=0)).max() > 0.01
-    recordings, _ = data._spoken_digit_recordings()
+    recordings, _ = bundled._spoken_digit_recordings()
     mean_of_everything = np.concatenate(recordings).mean(axis=0)
     assert not np.allclose(spoken.meta["normalisation"]["mean"], mean_of_everything)
     assert len(spoken.meta["normalisation"]["std"]) == 13

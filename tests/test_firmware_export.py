@@ -44,23 +44,30 @@ def test_default_model_firmware_equals_the_simulator_after_1000_steps(kws_firmwa
         # the cost bound: a step costs at most 1.15 x its (2q+1)·B suffix passes + the update,
         # beyond the prefix that runs once per sample
         assert ins["cost"]["ratio"] <= 1.15
-        assert report["elf"]["flash_bytes"] > 0 and report["elf"]["ram_static_bytes"] > 0
+        library, app = report["memory"]["library"], report["memory"]["app"]
+        assert library["flash_bytes"] > 0 and library["ram_static_bytes"] > 0
+        assert app["flash_bytes"] > 0  # the example app (its embedded batches) is told apart from the library
 
 
 def test_export_errors_are_one_line(kws_run, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert_one_line_error(zo_edge("export", empty, "--out", tmp_path / "a"), "no model_int8.tflite", "zo-edge build")
+    assert_one_line_error(zo_edge("export", empty, "--out", tmp_path / "a"), "no run.json", "zo-edge build")
     assert_one_line_error(zo_edge("export", kws_run, "--out", tmp_path / "b", "--target", "cortex-m9"),
-                          "unknown target 'cortex-m9'", "cortex-m4")
-    assert_one_line_error(zo_edge("export", kws_run, "--out", tmp_path / "c", "--method", "fo"), "fo", "int8")
+                          "'cortex-m9' is not one of", "cortex-m4")
+    fo = zo_edge("export", kws_run, "--out", tmp_path / "c", "--method", "fo")
+    assert_one_line_error(fo, "--method fo", "backward pass", "zo-fc")
+    assert "--mode int8" not in fo.stderr  # int8 is already the mode: no hint that changes nothing
     assert_one_line_error(zo_edge("verify-firmware", empty), "no export.json", "zo-edge export")
 
 
 def test_verify_refuses_more_steps_than_exported_and_unknown_boards(kws_firmware):
     assert_one_line_error(zo_edge("verify-firmware", kws_firmware, "--steps", 5000), "embeds 1000", "--steps")
-    assert_one_line_error(zo_edge("verify-firmware", kws_firmware, "--board", "stm32"), "unknown board", "mps2-an386")
+    assert_one_line_error(zo_edge("verify-firmware", kws_firmware, "--board", "stm32"), "'stm32' is not one of",
+                          "mps2-an386")
 
 
 def test_export_refuses_to_overwrite(kws_run, kws_firmware):
     assert_one_line_error(zo_edge("export", kws_run, "--out", kws_firmware), "not empty", "--force")
+    assert_one_line_error(zo_edge("export", kws_run, "--out", kws_run, "--force"), "is the input", "destroy")
+    assert (kws_run / "run.json").is_file() and (kws_run / "model_int8.tflite").is_file()

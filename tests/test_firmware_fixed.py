@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from firmware_export import fixed_export
-from tests.conftest import require_tools
+from tests.conftest import IN_CI, require_tools
 from zo_edge import prng
 from zo_edge.learners import fixed
 from zo_edge.learners.int8_state import SR_QUERY_ZO
@@ -44,7 +44,7 @@ def programs(tmp_path_factory) -> list[Path]:
     src = tmp_path_factory.mktemp("fixed_src")
     fixed_export.render_fixed(src, test_main=True)
     builds = [("gcc-O2", "gcc", ["-O2"]), ("gcc-asan-ubsan", "gcc", SANITIZE)]
-    if shutil.which("clang"):
+    if shutil.which("clang") or IN_CI:  # under CI=true a missing clang fails the build below
         builds.append(("clang-O2", "clang", ["-O2"]))
     exes = []
     for name, cc, flags in builds:
@@ -336,7 +336,7 @@ def _param_vector(run, names, master):
     from zo_edge.learners.int8_state import ParamVector
     from zo_edge.qgraph import QGraph
 
-    return ParamVector(QGraph.from_bytes(run["tflite"]), run["roles"], names, master)
+    return ParamVector(run.graph, run.roles, names, master)
 
 
 def _vector_header(pv, update_mult, steps_k, grad_mult, seed, mu_q15, clip_q20) -> list:
@@ -397,7 +397,7 @@ def test_param_vector_update_sequence_is_byte_identical(programs, tmp_path, digi
         else {fixed_export.SEG_INT8, fixed_export.SEG_INT32})
     seed = int(rng.integers(0, 1 << 32))
     mu_q15, clip_q20 = _cfg_values(momentum, clip)
-    update_mult = fixed_export.per_channel_multipliers(pv, pv._update_multiplier(lr))
+    update_mult = fixed_export.per_channel_multipliers(pv, pv.update_multiplier(lr))
     steps_k = np.ones(len(update_mult), np.int64)
     parts = _vector_header(pv, update_mult, steps_k, _unit_multipliers(pv), seed, mu_q15, clip_q20)
     ops, expected = [], []
@@ -485,7 +485,7 @@ def test_zo_gradient_for_any_query_count_and_extreme_losses(programs, tmp_path, 
     grad_mult = fixed.Multiplier.of(real)
     seed = int(rng.integers(0, 1 << 32))
     mu_q15, clip_q20 = _cfg_values(momentum, clip)
-    parts = _vector_header(pv, fixed_export.per_channel_multipliers(pv, pv._update_multiplier(lr)),
+    parts = _vector_header(pv, fixed_export.per_channel_multipliers(pv, pv.update_multiplier(lr)),
                            fixed_export.per_channel(pv, k), fixed_export.per_channel_multipliers(pv, grad_mult),
                            seed, mu_q15, clip_q20)
     ops, expected = [], []
@@ -518,10 +518,9 @@ def test_zo_gradient_for_any_query_count_and_extreme_losses(programs, tmp_path, 
 
 def _capture_steps(run, master: str, steps: int):
     """Run zo-fc int8 steps (classifier and ZO both training) and record every input and result."""
-    from sim.runner import load_scenario
     from zo_edge.learners import LearnerConfig, make_learner
 
-    task = load_scenario(run).tasks[0]
+    task = run.scenario.tasks[0]
     cfg = LearnerConfig(mode="int8", method="zo-fc", q=3, batch_size=24, master=master, seed=7, fc_epochs=1)
     learner = make_learner(run, cfg)
     log = {"zo": [], "fc": [], "zo_total": [], "probe": [], "fc_total": [], "fc_args": []}
@@ -581,7 +580,7 @@ def test_learner_zo_gradient_and_update_are_byte_identical(programs, tmp_path, d
     cfg, zo = learner.config, learner.zo
     assert len(log["zo"]) == steps
     grad_mult = fixed_export.per_channel_multipliers(zo, learner._multipliers[("zo", 24)])
-    update_mult = fixed_export.per_channel_multipliers(zo, zo._update_multiplier(cfg.lr))
+    update_mult = fixed_export.per_channel_multipliers(zo, zo.update_multiplier(cfg.lr))
     steps_k = fixed_export.per_channel(zo, learner.steps_k)
     mu_q15, clip_q20 = _cfg_values(cfg.momentum, cfg.clip)
     ops, count = [], 0
@@ -629,7 +628,7 @@ def test_learner_classifier_gradient_and_update_are_byte_identical(programs, tmp
         assert out.one() == total - rec["events"], "gradient saturation events"
         assert_bytes_equal(out.take(classes * features + classes), sat32(rec["g"]), "classifier gradient")
         out.done()
-    update_mult = fixed_export.per_channel_multipliers(fc, fc._update_multiplier(cfg.fc_lr))
+    update_mult = fixed_export.per_channel_multipliers(fc, fc.update_multiplier(cfg.fc_lr))
     mu_q15, clip_q20 = _cfg_values(cfg.momentum, 0.0)
     ops = []
     for rec in log["fc"]:

@@ -60,15 +60,15 @@ def _export(root, count: int, **build_kwargs) -> SimpleNamespace:
     evenly spread over the test split, with the engine's logits for them."""
     build_run(root / "run", epochs=2, log=lambda m: None, **build_kwargs)
     run = load_run(root / "run")
-    graph = QGraph.from_bytes(run["tflite"], source=run["tflite_path"])
+    graph = run.graph
     fw = root / "fw"
-    model = render_model(graph, run["roles"], fw)
-    dataset = load_dataset(run["settings"]["dataset"], seed=run["settings"]["seed"])
+    model = render_model(graph, run.roles, fw)
+    dataset = run.dataset
     engine = Engine(graph)
     picked = np.linspace(0, len(dataset.x_test) - 1, count).astype(int)
     x = engine.quantize_input(dataset.x_test[picked])
     (logits,), _ = engine.run(x)
-    state_bytes = sum(graph.tensors[run["roles"][r]].size_bytes for r in
+    state_bytes = sum(graph.tensors[run.roles[r]].size_bytes for r in
                       ("adapter_down.weights", "adapter_down.bias", "adapter_up.weights", "adapter_up.bias",
                        "classifier.weights", "classifier.bias"))
     render_build_files(fw, x, source=graph.source, stack_bytes=STACK_BYTES, qemu_timeout_s=QEMU_TIMEOUT_S,

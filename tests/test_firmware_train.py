@@ -24,7 +24,6 @@ import pytest
 from firmware_export.fixed_export import render_fixed
 from firmware_export.model_export import render_model
 from firmware_export.train_export import parse_state_blob, render_train, state_blob
-from sim.runner import load_scenario
 from tests.conftest import require_tools
 from zo_edge.build import build_run, load_run
 from zo_edge.errors import ZoEdgeError
@@ -71,17 +70,17 @@ def _zoo(factory, name: str) -> Zoo:
     root = factory.mktemp(name)
     build_run(root / "run", epochs=2, log=lambda m: None, **ZOO[name])
     run = load_run(root / "run")
-    graph = QGraph.from_bytes(run["tflite"], source=run["tflite_path"])
+    graph = run.graph
     fw = root / "fw"
-    render_model(graph, run["roles"], fw)
+    render_model(graph, run.roles, fw)
     render_fixed(fw)
     objects = []
     for source in LIBRARY:
         obj = fw / source.replace(".c", ".o")
         _compile(["gcc", *WARN, "-O2", "-c", str(fw / source), "-o", str(obj)])
         objects.append(obj)
-    task = load_scenario(run).tasks[0]
-    allowed = np.zeros(int(graph.tensors[run["roles"]["logits"]].shape[-1]), dtype=bool)
+    task = run.scenario.tasks[0]
+    allowed = np.zeros(int(graph.tensors[run.roles["logits"]].shape[-1]), dtype=bool)
     allowed[task.classes] = True
     return Zoo(run, root, fw, objects, task, allowed)
 
@@ -216,7 +215,7 @@ def train_and_compare(zoo: Zoo, variant: Variant, steps: int, every: int) -> dic
 
 def compare_logits(zoo: Zoo, variant: Variant, learner, state: bytes) -> None:
     """The trained firmware's zoedge_infer logits equal the learner's on test samples."""
-    x = np.concatenate([zoo.task.x_test, load_scenario(zoo.run).base.x_test[:100]])
+    x = np.concatenate([zoo.task.x_test, zoo.run.scenario.base.x_test[:100]])
     (variant.dir / "state.bin").write_bytes(state)
     (variant.dir / "samples.bin").write_bytes(learner.engine.quantize_input(x).tobytes())
     finish_c(start_c(variant, "eval", str(variant.dir / "state.bin"), str(variant.dir / "samples.bin"),

@@ -129,9 +129,7 @@ def digits_run(digits_run_dir):
 
 @pytest.fixture(scope="module")
 def digits_task(digits_run):
-    from sim.runner import load_scenario
-
-    return load_scenario(digits_run).tasks[0]
+    return digits_run.scenario.tasks[0]
 
 
 def _train(run, task, steps, variants_per_call=None, chunk=None, **options):

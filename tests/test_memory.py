@@ -8,6 +8,7 @@ model's flash components equal the compiled object's symbol sizes.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import re
@@ -41,7 +42,7 @@ def zoo(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
     build_run(root / "run", log=lambda m: None, **RUNS[request.param])
     run = load_run(root / "run")
-    graph = QGraph.from_bytes(run["tflite"], source=run["tflite_path"])
+    graph = run.graph
     return SimpleNamespace(name=request.param, run=run, graph=graph, root=root)
 
 
@@ -51,8 +52,8 @@ def _arena_size(fw) -> int:
 
 def test_arena_equals_the_firmware_for_both_schedules(zoo):
     cfg = LearnerConfig()
-    training = render_model(zoo.graph, zoo.run["roles"], zoo.root / "fw-train")
-    inference = render_model(zoo.graph, zoo.run["roles"], zoo.root / "fw-infer", trainable_roles=[])
+    training = render_model(zoo.graph, zoo.run.roles, zoo.root / "fw-train")
+    inference = render_model(zoo.graph, zoo.run.roles, zoo.root / "fw-infer", trainable_roles=[])
     zo_fc = memory.estimate(zoo.run, cfg, "zo-fc")
     infer = memory.estimate(zoo.run, cfg, "inference")
     assert zo_fc.ram["activation arena"] == _arena_size(zoo.root / "fw-train") == training.arena.size
@@ -90,7 +91,7 @@ def test_zo_fc_overhead_is_trainable_state_plus_train_step_statics(zoo, name):
     assert zo_fc.ram_bytes - infer.ram_bytes == arena_growth + state + statics
     # the firmware twin: the model's RAM tensors plus zoedge_train.c's static RAM, item for item
     ctx = train_context(export_learner(zoo.run, cfg))
-    model_state = sum(zoo.graph.tensors[zoo.run["roles"][r]].size_bytes for r in memory.TRAINABLE)
+    model_state = sum(zoo.graph.tensors[zoo.run.roles[r]].size_bytes for r in memory.TRAINABLE)
     assert state + statics == model_state + sum(b for _, b in ctx["ram"])
     assert memory.state_blob_bytes(learner) == state_size(learner) == ctx["state_bytes"]
     wide = cfg.batch_size * (1 << 16) * 255 >= 1 << 31
@@ -129,7 +130,7 @@ def test_model_flash_matches_the_compiled_firmware(zoo):
     if shutil.which("arm-none-eabi-gcc") is None:
         pytest.skip("arm-none-eabi-gcc not installed")
     fw = zoo.root / "fw-size"
-    render_model(zoo.graph, zoo.run["roles"], fw)
+    render_model(zoo.graph, zoo.run.roles, fw)
     obj = fw / "zoedge_model.o"
     subprocess.run(["arm-none-eabi-gcc", "-std=c99", "-O2", "-mcpu=cortex-m4", "-mthumb", "-c", "-o", str(obj),
                     str(fw / "zoedge_model.c")], check=True, capture_output=True)
@@ -150,7 +151,7 @@ def test_model_flash_matches_the_compiled_firmware(zoo):
 def test_fo_holds_the_activations_its_backward_pass_reads(zoo):
     from zo_edge.engine import Engine
 
-    roles = zoo.run["roles"]
+    roles = zoo.run.roles
     bp = memory.backward_plan(zoo.graph, Engine(zoo.graph), [roles[r] for r in memory.TRAINABLE])
     root = planner.arena_roots(zoo.graph)
     for role in ("cut", "adapter_down.output", "classifier.input"):  # inputs of trained layers
@@ -178,7 +179,8 @@ def test_json_round_trip_and_measured_code(zoo):
 def test_bad_configuration_and_missing_roles(zoo):
     with pytest.raises(ZoEdgeError, match="unknown configuration 'train'; choose one of inference, zo-fc, fo"):
         memory.estimate(zoo.run, LearnerConfig(), "train")
-    run = {**zoo.run, "roles": {k: v for k, v in zoo.run["roles"].items() if k != "adapter_up.bias"}}
+    run = copy.copy(zoo.run)
+    run.meta = {**zoo.run.meta, "roles": {k: v for k, v in zoo.run.roles.items() if k != "adapter_up.bias"}}
     with pytest.raises(ZoEdgeError, match="adapter_up.bias"):
         memory.estimate(run, LearnerConfig(), "fo")
 

@@ -75,7 +75,7 @@ def test_accuracy_matrix_to_json_has_none_above_the_diagonal():
 
 
 def test_summarize_one_seed():
-    assert metrics.summarize([72.5]) == {"mean": 72.5, "std": 0.0, "per_seed": [72.5]}
+    assert metrics.summarize([72.5]) == {"mean": 72.5, "std": None, "per_seed": [72.5]}  # no spread measured
 
 
 def test_summarize_three_seeds_uses_the_sample_std():

@@ -148,7 +148,9 @@ def test_malformed_catalogue_entry_is_a_one_line_error(run_dir, tmp_path):
 def test_run_folder_without_a_model(tmp_path):
     result = zo_edge("profile", tmp_path, "--device", "nrf52840")
     assert result.returncode == 2
-    assert_one_line_error(result, "no model_int8.tflite", "zo-edge build")
+    assert_one_line_error(result, "no run.json", "zo-edge build")
+    (tmp_path / "run.json").write_text("{}")
+    assert_one_line_error(zo_edge("profile", tmp_path, "--device", "nrf52840"), "no model_int8.tflite", "zo-edge build")
 
 
 def test_help_documents_exit_code_3():

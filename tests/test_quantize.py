@@ -10,6 +10,7 @@ import pytest
 from zo_edge import ZoEdgeError
 from zo_edge import models
 from zo_edge import quantize as Q
+from zo_edge.outputs import MARKER
 
 
 @pytest.fixture(scope="module")
@@ -142,23 +143,23 @@ def test_build_run_writes_a_run_and_refuses_to_overwrite(tmp_path):
     lines = []
     run = build_run(out, seed=0, log=lines.append)  # the default spoken-digits run
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["model.keras", "model_int8.tflite", "quantization.txt", "quantization.json", "run.json"])
+        ["model.keras", "model_int8.tflite", "quantization.txt", "quantization.json", "run.json", MARKER])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
-    assert run["settings"]["arch"] == "ds-cnn" and run["pretrain"]["base_accuracy"] > 0.8
-    assert run["quantization"]["int8_base_test"]["accuracy"] > 0.8
-    assert lines and run["build_seconds"] < 60
+    assert run.settings["arch"] == "ds-cnn" and run.meta["pretrain"]["base_accuracy"] > 0.8
+    assert run.meta["quantization"]["int8_base_test"]["accuracy"] > 0.8
+    assert lines and run.meta["build_seconds"] < 60
     loaded = load_run(out)
-    assert loaded["roles"] == Q.check_tflite(loaded["tflite"])
-    assert loaded["scenario"]["class_order"] == run["scenario"]["class_order"]
+    assert loaded.roles == Q.check_tflite(loaded.tflite)
+    assert loaded.meta["scenario"]["class_order"] == run.meta["scenario"]["class_order"]
     for key in ("tensorflow", "numpy"):
-        assert loaded["versions"][key]
-    assert isinstance(loaded["pretrain"]["base_accuracy"], float)
+        assert loaded.meta["versions"][key]
+    assert isinstance(loaded.meta["pretrain"]["base_accuracy"], float)
 
     with pytest.raises(ZoEdgeError, match="--force"):
         build_run(out, dataset="digits", epochs=1, log=None)
-    assert load_run(out)["settings"]["dataset"] == "spoken-digits"  # untouched
-    run = build_run(out, dataset="digits", epochs=1, force=True, log=None)
-    assert load_run(out)["settings"]["dataset"] == "digits" and run["settings"]["epochs"] == 1
+    assert load_run(out).settings["dataset"] == "spoken-digits"  # untouched
+    run = build_run(out, dataset="digits", epochs=1, force=True, log=None)  # a run folder zo-edge wrote
+    assert load_run(out).settings["dataset"] == "digits" and run.settings["epochs"] == 1
 
 
 def test_load_run_errors_clearly(tmp_path):
@@ -167,5 +168,5 @@ def test_load_run_errors_clearly(tmp_path):
     with pytest.raises(ZoEdgeError, match="does not exist"):
         load_run(tmp_path / "missing")
     (tmp_path / "run.json").write_text("{}")
-    with pytest.raises(ZoEdgeError, match="has no model_int8.tflite; create one with `zo-edge build"):
+    with pytest.raises(ZoEdgeError, match="has no model_int8.tflite; re-create it with `zo-edge build"):
         load_run(tmp_path)

@@ -47,11 +47,19 @@ def test_simulate_writes_results_json_and_plots_and_compare_reads_them(digits_ru
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["--method", "sgd"], ["unknown method 'sgd'", "--method", "zo-fc"]),
-    (["--mode", "int4"], ["unknown mode 'int4'", "--mode"]),
-    (["--q", "0"], ["--q", ">= 1"]),
+    (["--method", "sgd"], ["'sgd' is not one of", "--method", "zo-fc"]),
+    (["--mode", "int4"], ["'int4' is not one of", "--mode"]),
+    (["--q", "0"], ["--q", "[1, 1024]"]),
     (["--epsilon", "0"], ["--epsilon", "> 0"]),
-    (["--epsilon", "-1"], ["--epsilon", "> 0"]),
+    (["--epsilon", "-1"], ["--epsilon", "[0, 1]"]),
+    (["--epsilon", "inf"], ["--epsilon", "got inf"]),
+    (["--lr", "inf"], ["--lr", "got inf"]),
+    (["--fc-lr", "nan"], ["--fc-lr", "got nan"]),
+    (["--lr", "1e12"], ["--lr", "[0, 10]"]),
+    (["--epochs", "0"], ["--epochs", "--method frozen"]),
+    (["--fc-epochs", "5", "--epochs", "1"], ["--fc-epochs 5 exceeds the 1 epochs"]),
+    (["--fc-epochs", "0"], ["--fc-epochs", "--method zo"]),
+    (["--seeds", "0"], ["--seeds", "1..1000"]),
     (["--epsilon", "1e-9"], ["--epsilon", "below one int8 quantisation step", "--mode float"]),
     (["--master", "int4"], ["--master"]),
     (["--momentum", "1.5"], ["--momentum"]),
@@ -62,7 +70,7 @@ def test_bad_settings_get_one_line_errors_naming_the_option(digits_run, tmp_path
 
 def test_a_run_folder_without_a_model_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
-    assert_one_line_error(zo_edge("simulate", tmp_path / "empty"), "no model_int8.tflite", "zo-edge build")
+    assert_one_line_error(zo_edge("simulate", tmp_path / "empty"), "no run.json", "zo-edge build")
 
 
 def test_a_scenario_with_more_classes_than_the_classifier_is_refused(digits_run, tmp_path):
@@ -71,7 +79,7 @@ def test_a_scenario_with_more_classes_than_the_classifier_is_refused(digits_run,
     meta = json.loads((run / "run.json").read_text())
     meta["scenario"]["num_classes"] = meta["model"]["num_classes"] + 2
     (run / "run.json").write_text(json.dumps(meta))
-    assert_one_line_error(zo_edge("simulate", run, "--out", tmp_path / "o"), "classes", "classifier holds")
+    assert_one_line_error(zo_edge("simulate", run, "--out", tmp_path / "o"), "scenario has 12 classes", "classifier 10")
 
 
 def test_a_bad_config_file_names_the_file_and_the_key(digits_run, tmp_path):

@@ -40,4 +40,4 @@ def test_sweep_command_prints_json_and_writes_the_plot(digits_run, tmp_path):
     assert out["device"]["key"] == "nrf52840" and all(r["fits"] for r in out["rows"])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert_one_line_error(zo_edge("profile", digits_run, "--sweep", "--sweep-run", tmp_path / "none"),
-                          "does not exist", "zo-edge build")
+                          "'--sweep-run'", "does not exist")

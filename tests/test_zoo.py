@@ -25,7 +25,7 @@ def zoo_run(request, tmp_path_factory):
     build_run(out, epochs=2, log=lambda msg: None, **ZOO_RUNS[request.param])
     run = load_run(out)
     graph = QGraph.load(out / "model_int8.tflite")
-    dataset = load_dataset(run["settings"]["dataset"], seed=run["settings"]["seed"])
+    dataset = run.dataset
     x = Engine(graph).quantize_input(dataset.x_test)
     return run, graph, x
 
@@ -42,7 +42,7 @@ def test_engine_equals_tflm_on_the_whole_test_split(zoo_run):
 def test_suffix_after_prefix_equals_the_whole_graph(zoo_run):
     run, graph, x = zoo_run
     engine = Engine(graph)
-    split = engine.split(run["roles"]["cut"])
+    split = engine.split(run.roles["cut"])
     assert split.prefix and split.suffix
     whole, _ = engine.run(x[:64])
     parts, _ = split.run_suffix(split.run_prefix(x[:64]))
@@ -53,7 +53,7 @@ def test_overridden_adapter_weights_reach_the_output(zoo_run):
     """The suffix runs with other trainable constants, as zeroth-order probes need; zeroed
     up-projection weights are the identity adapter, non-zero ones change the logits."""
     run, graph, x = zoo_run
-    roles = run["roles"]
+    roles = run.roles
     up = graph.tensors[roles["adapter_up.weights"]]
     assert not up.data.any(), "the quantised up-projection starts at zero"
     split = Engine(graph).split(roles["cut"])
@@ -71,7 +71,7 @@ def test_frozen_split_runs_only_what_training_can_change(zoo_run):
     """Splitting at the trainable tensors keeps the frozen block in the prefix, and the suffix with
     any trainable values equals the whole graph run with those values."""
     run, graph, x = zoo_run
-    roles = run["roles"]
+    roles = run.roles
     trainable = [roles[r] for r in ("adapter_down.weights", "adapter_down.bias", "adapter_up.weights",
                                     "adapter_up.bias", "classifier.weights", "classifier.bias")]
     engine = Engine(graph)

@@ -10,12 +10,14 @@ A run folder holds everything later steps (simulation, firmware export, RAM prof
                          adapter settings, pretraining accuracy, the role → tensor index map, versions
 
 The folder is built in a hidden temporary sibling and renamed into place at the end, so a failure
-never leaves half a run behind.
+never leaves half a run behind (``zo_edge.outputs``: it is marked as zo-edge's, and ``--force`` replaces
+only such a folder). ``zo_edge.run_folder.load_run`` reads it back, checked.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import platform
 import time
@@ -24,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from zo_edge.errors import ZoEdgeError
-from zo_edge.staging import staged_folder
+from zo_edge.outputs import check_output_folder, write_folder
+from zo_edge.run_folder import RUN_FORMAT, RunFolder, load_run
 
-RUN_FORMAT = "zo-edge-run/1"
 RUN_FILES = ("model.keras", "model_int8.tflite", "quantization.txt", "quantization.json", "run.json")
 
 
@@ -69,13 +71,6 @@ def _versions() -> dict:
     return out
 
 
-def _check_out_dir(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ZoEdgeError(f"{out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise ZoEdgeError(f"{out} is not empty; choose another folder or pass --force to replace it")
-
-
 def _task_summary(task) -> dict:
     return {"index": int(task.index), "name": task.name, "classes": [int(c) for c in task.classes],
             "train_samples": int(len(task.y_train)), "test_samples": int(len(task.y_test))}
@@ -101,19 +96,20 @@ def int8_accuracy(tflite: bytes, roles: dict, report: list, x, y, classes) -> di
 
 def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il", seed: int = 0, arch=None,
               adapter_position="last", adapter_width: int = 8, epochs=None, force: bool = False, log=print,
-              base_classes: int = 4, classes_per_task: int = 2, quant_config=None) -> dict:
-    """Build a run folder (see the module docstring) and return its run.json content (plus ``run_dir``).
+              base_classes: int = 4, classes_per_task: int = 2, quant_config=None) -> RunFolder:
+    """Build a run folder (see the module docstring) and return it, read back with ``load_run``.
 
-    Refuses a non-empty ``out_dir`` unless ``force``; the old folder is replaced only once the new one
-    is complete.
+    Refuses a non-empty ``out_dir`` unless ``force`` and it is a run folder zo-edge wrote; the old
+    folder is replaced only once the new one is complete.
     """
     from zo_edge import models
     from zo_edge.data import load_dataset, make_scenario
     from zo_edge.quantize import QuantConfig, op_list, quantize_model, report_to_text
 
     log = log or (lambda *_: None)
-    out = Path(out_dir)
-    _check_out_dir(out, force)
+    out = check_output_folder(out_dir, "run", force)  # before minutes of pretraining, not after
+    if isinstance(adapter_position, str) and adapter_position.strip().lstrip("-").isdigit():
+        adapter_position = int(adapter_position)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ZoEdgeError(f"seed must be a non-negative integer (got {seed!r})")
     seed = int(seed)
@@ -173,12 +169,13 @@ def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il
             "tflite_bytes": len(quantized.tflite), "ops": ops,
         },
         "roles": quantized.roles,
-        "files": {name: name for name in RUN_FILES},
+        "files": {"model_int8.tflite": {"sha256": hashlib.sha256(quantized.tflite).hexdigest(),
+                                        "bytes": len(quantized.tflite)}},
         "versions": _versions(),
     }
     run = _jsonable(run)
 
-    with staged_folder(out, before_swap=lambda: _check_out_dir(out, force)) as tmp:  # nothing appeared meanwhile
+    with write_folder(out, "run", force) as tmp:
         model.save(tmp / "model.keras")
         (tmp / "model_int8.tflite").write_bytes(quantized.tflite)
         (tmp / "quantization.txt").write_text(report_to_text(quantized.report))
@@ -186,26 +183,4 @@ def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il
         run["build_seconds"] = round(time.perf_counter() - started, 2)
         (tmp / "run.json").write_text(json.dumps(run, indent=1) + "\n")
     log(f"wrote {out} in {run['build_seconds']:.1f} s")
-    return {**run, "run_dir": str(out)}
-
-
-def load_run(run_dir) -> dict:
-    """Read a run folder: run.json's content plus ``run_dir``, ``tflite_path`` and ``tflite`` (bytes)."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise ZoEdgeError(f"run folder {path} does not exist; create one with `zo-edge build --out {path}`")
-    tflite = path / "model_int8.tflite"
-    if not tflite.is_file():
-        raise ZoEdgeError(f"{path} has no model_int8.tflite; create one with `zo-edge build --out {path}`")
-    meta = path / "run.json"
-    if not meta.is_file():
-        raise ZoEdgeError(f"{path} has no run.json; re-create the run with `zo-edge build --out {path} --force`")
-    try:
-        run = json.loads(meta.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ZoEdgeError(f"{meta} is not valid JSON ({exc.__class__.__name__}); re-create the run with "
-                          f"`zo-edge build --out {path} --force`") from None
-    if not isinstance(run, dict) or run.get("format") != RUN_FORMAT:
-        raise ZoEdgeError(f"{meta} is not a zo-edge run ({RUN_FORMAT}); re-create it with `zo-edge build --out {path} --force`")
-    return {**run, "run_dir": str(path), "tflite_path": str(tflite), "tflite": tflite.read_bytes(),
-            "keras_path": str(path / "model.keras")}
+    return load_run(out)

@@ -198,7 +198,7 @@ def _inference_code(graph, kinds=None) -> dict:
 
 
 def _load(run: dict):
-    graph = QGraph.from_bytes(run["tflite"], source=run.get("tflite_path", "model"))
+    graph = run.graph
     from zo_edge.engine import Engine
 
     return graph, Engine(graph)
@@ -354,7 +354,7 @@ def _zo_fc(run: dict, config, code_bytes, persist: bool) -> Budget:
 
     cfg = dataclasses.replace(config, method="zo-fc", mode="int8").check()
     graph, engine = _load(run)
-    trainable = _trainable(graph, run["roles"])
+    trainable = _trainable(graph, run.roles)
     learner = Int8Learner(run, cfg, graph=graph)
     b = _Builder("zo-fc")
 
@@ -510,7 +510,7 @@ def _fo(run: dict, config, code_bytes) -> Budget:
     from zo_edge.learners.int8_state import ParamVector
 
     graph, engine = _load(run)
-    roles = run["roles"]
+    roles = run.roles
     trainable = _trainable(graph, roles)
     b = _Builder("fo")
     bp = backward_plan(graph, engine, trainable)

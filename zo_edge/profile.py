@@ -90,8 +90,8 @@ def profile(run: dict, config, device: Device, methods="zo-fc", code_bytes: dict
     verdicts = [_verdict(name, configurations[name], dev) for name in selected]
     return {
         "device": dev,
-        "run_dir": run.get("run_dir"),
-        "model": {k: run.get("settings", {}).get(k) for k in ("arch", "dataset", "adapter_position", "adapter_width")},
+        "run_dir": run.run_dir,
+        "model": {k: run.settings.get(k) for k in ("arch", "dataset", "adapter_position", "adapter_width")},
         "learner": config.to_json() if hasattr(config, "to_json") else dict(config),
         "selected": selected,
         "configurations": configurations,
@@ -177,14 +177,24 @@ def _describe(dev: dict) -> str:
             f"{kib(dev['sram_bytes'])} SRAM, {kib(dev['flash_bytes'])} flash")
 
 
-def check_plot_path(path) -> Path:
-    """The --plot target, refused early (before any estimate) unless it names a .png file."""
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ZoEdgeError(f"--plot {path}: give a .png file name")
-    if path.is_dir():
-        raise ZoEdgeError(f"--plot {path} is a folder; give a .png file name")
-    return path
+def attach_measured(result: dict, measured: dict) -> dict:
+    """Put a measured firmware (``firmware_export.measure.measure_firmware``) beside the zo-fc estimate:
+    ``result["measured"]`` gains ``estimate`` and ``estimate_error`` (estimate / measured - 1)."""
+    estimate = result["configurations"]["zo-fc"]
+    measured = dict(measured)
+    measured["estimate"] = {"ram_bytes": estimate["ram_bytes"], "flash_bytes": estimate["flash_bytes"]}
+    measured["estimate_error"] = {k: round(estimate[k] / measured[k] - 1, 4) for k in ("ram_bytes", "flash_bytes")}
+    result["measured"] = measured
+    return result
+
+
+def format_measured(measured: dict) -> str:
+    e = measured["estimate_error"]
+    return (f"measured on {measured['board']} (zo-edge library as linked, stack painted and scanned): "
+            f"RAM {measured['ram_bytes']:,} B = static {measured['library']['ram_static_bytes']:,} + stack "
+            f"{measured['stack_high_water_bytes']:,}; flash {measured['flash_bytes']:,} B. zo-fc estimate "
+            f"{measured['estimate']['ram_bytes']:,} B RAM ({e['ram_bytes']:+.1%}), "
+            f"{measured['estimate']['flash_bytes']:,} B flash ({e['flash_bytes']:+.1%})")
 
 
 def plot_profile(result: dict, path) -> Path:
@@ -195,7 +205,7 @@ def plot_profile(result: dict, path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = check_plot_path(path)
+    path = Path(path)
     dev = result["device"]
     configs = list(result["configurations"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))

@@ -27,17 +27,14 @@ def _macs(run: dict) -> dict:
     from zo_edge.cost import split_macs
     from zo_edge.engine import Engine
     from zo_edge.learners.int8_learner import ADAPTER, CLASSIFIER
-    from zo_edge.qgraph import QGraph
 
-    graph = QGraph.from_bytes(run["tflite"], source=run.get("tflite_path", "model"))
-    roles = run["roles"]
-    return split_macs(Engine(graph).split_frozen([roles[r] for r in ADAPTER + CLASSIFIER]))
+    return split_macs(Engine(run.graph).split_frozen([run.roles[r] for r in ADAPTER + CLASSIFIER]))
 
 
 def _accuracy(results: list[dict], run: dict, config) -> float | None:
     for r in results:
         s = r["settings"]
-        same_run = Path(str(r.get("run_dir"))).resolve() == Path(str(run.get("run_dir"))).resolve()
+        same_run = Path(str(r.get("run_dir"))).resolve() == run.path.resolve()
         if same_run and s.get("method") == "zo-fc" and s.get("mode") == "int8" and s.get("q") == config.q \
                 and s.get("master") == config.master:
             return float(r["metrics"]["average_accuracy"]["mean"])
@@ -51,14 +48,14 @@ def sweep(runs: list[dict], config, device=None, results: list[dict] = (), queri
     rows = []
     for run in runs:
         macs = _macs(run)
-        settings = run.get("settings", {})
+        settings = run.settings
         for master in masters:
             for q in queries:
                 cfg = replace(config, q=q, master=master).check()
                 budget = estimate(run, cfg, "zo-fc")
                 work = cfg.batch_size * (macs["prefix"] + (2 * q + 1) * macs["suffix"])
                 row = {
-                    "run": Path(str(run.get("run_dir"))).name,
+                    "run": run.path.name,
                     "adapter_position": settings.get("adapter_position"),
                     "adapter_width": settings.get("adapter_width"),
                     "q": q, "master": master, "batch_size": cfg.batch_size,

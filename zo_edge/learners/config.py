@@ -6,6 +6,7 @@ clip 1.0, fc_epochs = half the epochs — scaled to our task sizes (a few hundre
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -37,14 +38,16 @@ class LearnerConfig:
     momentum: float = 0.9  # 0 turns momentum (and its RAM) off
     clip: float = 1.0  # gradient-norm clip of the zeroth-order gradient; 0 turns it off
     epochs: int = 10
-    fc_epochs: int | None = None  # zo-fc: epochs the classifier trains before it is frozen; None: epochs // 2
+    fc_epochs: int | None = None  # zo-fc: epochs the classifier trains before it is frozen; None: max(1, epochs // 2)
     batch_size: int = 48
     master: str = "int16"  # int8 mode: "int16" keeps a 16-bit master copy of int8 weights, "int8" none
     seed: int = 0
 
     @property
     def fc_epochs_resolved(self) -> int:
-        return self.epochs // 2 if self.fc_epochs is None else self.fc_epochs
+        """zo-fc's classifier epochs: as given, or half the epochs and at least one (so that a short
+        run still trains its classifier instead of silently staying at the frozen floor)."""
+        return max(1, self.epochs // 2) if self.fc_epochs is None else self.fc_epochs
 
     def trains_classifier(self, epoch: int) -> bool:
         """Whether the classifier takes its first-order step in this epoch of a task (zo-fc: the first
@@ -55,40 +58,69 @@ class LearnerConfig:
         return {**asdict(self), "fc_epochs": self.fc_epochs_resolved}
 
     def check(self) -> "LearnerConfig":
-        """Raise a one-line ZoEdgeError naming the first bad option; return self."""
-        if self.method not in METHODS:
-            raise ZoEdgeError(f"unknown method {self.method!r} (--method); choose one of {', '.join(METHODS)}")
-        if self.mode not in MODES:
-            raise ZoEdgeError(f"unknown mode {self.mode!r} (--mode); choose one of {', '.join(MODES)}")
-        if self.master not in MASTERS:
-            raise ZoEdgeError(f"unknown master precision {self.master!r} (--master); choose int8 or int16")
-        _integer(self.q, "q", 1, "one query is the minimum (the reference uses 1 to 32)")
-        _integer(self.epochs, "epochs", 0)
-        _integer(self.batch_size, "batch-size", 1)
-        _integer(self.seed, "seed", 0)
-        if self.fc_epochs is not None:
-            _integer(self.fc_epochs, "fc-epochs", 0)
-        if self.epsilon is not None and not (_number(self.epsilon, "epsilon") > 0):
-            raise ZoEdgeError(f"--epsilon must be > 0 (got {self.epsilon}); the reference uses 1e-3")
+        """Raise a one-line OptionError (a ZoEdgeError) naming the first bad option; return self.
+
+        Every number must be finite and within its range (``RANGES``), and the combination must make
+        sense: an option that does not apply to the method, or that would silently train nothing, is refused."""
+        _choice(self.method, "method", METHODS)
+        _choice(self.mode, "mode", MODES)
+        _choice(self.master, "master", MASTERS)
+        for name, (low, high, hint) in RANGES.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if name in INTEGERS:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise OptionError(name, f"must be a whole number (got {value!r})")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise OptionError(name, f"must be a number (got {value!r})")
+            if not math.isfinite(value) or not low <= value <= high:
+                raise OptionError(name, f"must be in [{low:g}, {high:g}] (got {value!r})" + (f"; {hint}" if hint else ""))
+        if self.epsilon is not None and self.epsilon <= 0:
+            raise OptionError("epsilon", f"must be > 0 (got {self.epsilon}); the reference uses 1e-3")
         for name in ("lr", "fc_lr"):
-            if not _number(getattr(self, name), name) > 0:
-                raise ZoEdgeError(f"--{name.replace('_', '-')} must be > 0 (got {getattr(self, name)})")
-        if not 0 <= _number(self.momentum, "momentum") < 1:
-            raise ZoEdgeError(f"--momentum must be in [0, 1) (got {self.momentum}); 0 turns it off")
-        if not (_number(self.clip, "clip") == 0 or self.clip >= 1e-6):  # int8 mode holds the clip in Q20
-            raise ZoEdgeError(f"--clip must be 0 (off) or >= 1e-6 (got {self.clip})")
+            if getattr(self, name) <= 0:
+                raise OptionError(name, f"must be > 0 (got {getattr(self, name)})")
+        if not (self.clip == 0 or self.clip >= 1e-6):  # int8 mode holds the clip in Q20
+            raise OptionError("clip", f"must be 0 (off) or >= 1e-6 (got {self.clip})")
+        if self.fc_epochs is not None:  # (other methods ignore it: a config file may serve several methods)
+            if self.fc_epochs > self.epochs:
+                raise OptionError("fc_epochs", f"{self.fc_epochs} exceeds the {self.epochs} epochs per task "
+                                               "(--epochs); choose at most that")
+            if self.fc_epochs == 0 and self.method == "zo-fc":
+                raise OptionError("fc_epochs", "0 never trains zo-fc's classifier; use --method zo for a "
+                                               "zeroth-order classifier, or at least 1")
         return self
 
 
-def _integer(value, name: str, low: int, hint: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ZoEdgeError(f"--{name} must be an integer >= {low} (got {value!r}){'; ' + hint if hint else ''}")
+class OptionError(ZoEdgeError):
+    """A bad learner option. ``option`` is its LearnerConfig name, so that a caller can say where the
+    value came from (a flag, or a config file's key)."""
+
+    def __init__(self, option: str, detail: str):
+        self.option, self.detail = option, detail
+        super().__init__(f"--{option.replace('_', '-')} {detail}")
 
 
-def _number(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ZoEdgeError(f"--{name.replace('_', '-')} must be a number (got {value!r})")
-    return float(value)
+# name -> (lowest, highest, hint): every numeric option is finite and within these
+RANGES = {
+    "q": (1, 1024, "the reference uses 1 to 32"),
+    "epsilon": (0, 1.0, "the reference uses 1e-3"),
+    "lr": (0, 10.0, "the reference uses 0.01"),
+    "fc_lr": (0, 10.0, "the default is 0.05"),
+    "momentum": (0, 0.999, "0 turns momentum off"),
+    "clip": (0, 1e6, "0 turns clipping off"),
+    "epochs": (1, 100000, "use --method frozen to train nothing"),
+    "fc_epochs": (0, 100000, ""),
+    "batch_size": (1, 65536, ""),
+    "seed": (0, 2**32 - 1, "the device's generator takes a 32-bit seed"),
+}
+INTEGERS = {"q", "epochs", "fc_epochs", "batch_size", "seed"}
+
+
+def _choice(value, name: str, known) -> None:
+    if value not in known:
+        raise OptionError(name, f"{value!r} is unknown; choose one of {', '.join(known)}")
 
 
 def read_toml(path) -> dict:
@@ -99,8 +131,12 @@ def read_toml(path) -> dict:
     except FileNotFoundError:
         raise ZoEdgeError(f"config file {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ZoEdgeError(f"config file {path} is not valid TOML: {exc}") from None
+        raise ZoEdgeError(f"config file {path} is not valid TOML: {' '.join(str(exc).split())}") from None
+    except IsADirectoryError:
+        raise ZoEdgeError(f"config file {path} is a folder; give a .toml file") from None
     data = data.get("simulate", data)  # a [simulate] table or top-level keys
+    if not isinstance(data, dict):
+        raise ZoEdgeError(f"{path}: [simulate] must be a table of options")
     known = {f.name for f in fields(LearnerConfig)} | {"seeds"}
     options = {}
     for key, value in data.items():

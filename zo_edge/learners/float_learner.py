@@ -18,7 +18,6 @@ from zo_edge.cost import split_macs
 from zo_edge.engine import Engine
 from zo_edge.learners.base import Learner
 from zo_edge.learners.float_step import FloatState, clip_grad, flatten, float_step, perturbation, sgd, unflatten
-from zo_edge.qgraph import QGraph
 
 # Keras parameter -> (graph role, Keras layout to TFLite layout)
 _ROLES = [("adapter_down.weights", "kernel"), ("adapter_down.bias", "bias"),
@@ -42,14 +41,14 @@ class FloatLearner(Learner):
 
         from zo_edge.learners.keras_split import KerasSplit
 
-        self.split = KerasSplit(keras.saving.load_model(run["keras_path"], compile=False))
+        self.split = KerasSplit(keras.saving.load_model(run.keras_path, compile=False))
         W, b = self.split.classifier_params()
         self.params = FloatState(self.split.adapter_params(), W, b)
         self.num_classes = int(W.shape[1])
         self.epsilon = self.config.epsilon if self.config.epsilon is not None else 1e-3
-        self.graph = QGraph.from_bytes(run["tflite"], source=run.get("tflite_path", "model"))
+        self.graph = run.graph
         self.engine = Engine(self.graph)
-        roles = run["roles"]
+        roles = run.roles
         trainable = [roles[r] for r, _ in _ROLES] + [roles["classifier.weights"], roles["classifier.bias"]]
         self.engine_split = self.engine.split_frozen(trainable)
         self.macs = split_macs(self.engine_split)
@@ -86,7 +85,7 @@ class FloatLearner(Learner):
 
     # -- int8 view (fo in int8 mode) -----------------------------------------------------------
     def _quantize(self, role: str, value: np.ndarray) -> np.ndarray:
-        t = self.graph.tensors[self.run["roles"][role]]
+        t = self.graph.tensors[self.run.roles[role]]
         scale = t.scale.astype(np.float64).reshape((-1,) + (1,) * (value.ndim - 1))
         q = np.floor(value.astype(np.float64) / scale + 0.5)
         if t.dtype == np.int8:
@@ -94,7 +93,7 @@ class FloatLearner(Learner):
         return np.clip(q, -(1 << 31), (1 << 31) - 1).astype(np.int32)
 
     def int8_constants(self) -> dict:
-        roles = self.run["roles"]
+        roles = self.run.roles
         values = [(_to_graph_layout(p) if kind == "kernel" else p) for p, (_, kind) in zip(self.params.adapter, _ROLES)]
         values += [self.params.W.T, self.params.b]
         names = [r for r, _ in _ROLES] + ["classifier.weights", "classifier.bias"]
@@ -102,7 +101,7 @@ class FloatLearner(Learner):
 
     def _dequantized(self) -> tuple[list, np.ndarray, np.ndarray]:
         """The float values of the int8 weights (what the device holds), back in Keras layout."""
-        consts, roles = self.int8_constants(), self.run["roles"]
+        consts, roles = self.int8_constants(), self.run.roles
 
         def value(name):
             t = self.graph.tensors[roles[name]]

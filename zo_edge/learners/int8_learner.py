@@ -26,6 +26,7 @@ from zo_edge.engine import Engine
 from zo_edge.errors import ZoEdgeError
 from zo_edge.learners import fixed
 from zo_edge.learners.base import Learner
+from zo_edge.learners.config import OptionError
 from zo_edge.learners.int8_state import SR_QUERY_CLASSIFIER, SR_QUERY_ZO, ParamVector
 from zo_edge.qgraph import QGraph
 
@@ -34,14 +35,14 @@ CLASSIFIER = ["classifier.weights", "classifier.bias"]
 
 
 class Int8Learner(Learner):
-    def __init__(self, run: dict, config, graph: QGraph | None = None):
+    def __init__(self, run, config, graph: QGraph | None = None):
         super().__init__(run, config)
         cfg = self.config
-        self.graph = graph or QGraph.from_bytes(run["tflite"], source=run.get("tflite_path", "model"))
-        roles = run["roles"]
+        self.graph = graph or run.graph
+        roles = run.roles
         missing = [r for r in ADAPTER + CLASSIFIER + ["logits", "classifier.input"] if roles.get(r) is None]
         if missing:
-            raise ZoEdgeError(f"{run.get('run_dir', 'the run')} has no {', '.join(missing)} in its graph; "
+            raise ZoEdgeError(f"{run.run_dir} has no {', '.join(missing)} in its graph; "
                               "rebuild it with `zo-edge build`")
         self.engine = Engine(self.graph)
         self.split = self.engine.split_frozen([roles[r] for r in ADAPTER + CLASSIFIER])
@@ -61,6 +62,7 @@ class Int8Learner(Learner):
         self.epsilon = None
         if self.zo is not None:
             self.epsilon, self.steps_k = self._resolve_epsilon()
+        self._check_multipliers()
         self._prefix_cache = {}
 
     # -- configuration -------------------------------------------------------------------------
@@ -77,6 +79,23 @@ class Int8Learner(Learner):
                 f"--epsilon {eps:g} is below one int8 quantisation step of {worst.role} "
                 f"({largest_step:.3g}); use --epsilon >= {largest_step:.3g} in int8 mode, or --mode float")
         return eps, np.maximum(k, 1)
+
+    def _check_multipliers(self) -> None:
+        """Every integer multiplier of a full batch's step, made now: a learning rate or ε the int8
+        arithmetic cannot hold is refused before training starts, naming the option."""
+        cfg = self.config
+        for vec, option in ((self.zo, "lr"), (self.fc, "fc_lr")):
+            if vec is not None:
+                lr = getattr(cfg, option)
+                try:
+                    vec.update_multiplier(lr)
+                except ValueError:
+                    raise OptionError(option, f"{lr:g} is too large for int8 mode: its update multiplier does not "
+                                              "fit 32 bits for these weight scales; choose a smaller value") from None
+        if self.zo is not None:
+            self.zo_gradient_multiplier(cfg.batch_size)
+        if self.fc is not None:
+            self.classifier_gradient_multipliers(cfg.batch_size)
 
     def settings(self) -> dict:
         out = {"epsilon": self.epsilon}
@@ -182,21 +201,24 @@ class Int8Learner(Learner):
         real = (1 << fixed.GRAD_BITS) / ((1 << fixed.LOSS_BITS) * 2.0 * self.config.q * batch_size
                                          * self.steps_k * self.zo.scale)
         return self._multiplier(("zo", batch_size), real, f"the zeroth-order gradient scale (batch {batch_size}, "
-                                                          f"q {self.config.q})")
+                                                          f"q {self.config.q}, epsilon {self.epsilon:g})",
+                                "epsilon")
 
     def classifier_gradient_multipliers(self, batch_size: int) -> tuple[fixed.Multiplier, fixed.Multiplier]:
         """Q16 sums → Q20 float-unit gradients: eᵀ(h − zp) · s_h / B for weights, Σe / B for biases."""
         to_q20 = (1 << fixed.GRAD_BITS) / ((1 << fixed.LOSS_BITS) * batch_size)
-        return (self._multiplier(("fc.w", batch_size), to_q20 * self.h_scale, "the classifier gradient scale"),
-                self._multiplier(("fc.b", batch_size), to_q20, "the classifier bias gradient scale"))
+        return (self._multiplier(("fc.w", batch_size), to_q20 * self.h_scale, "the classifier gradient scale",
+                                 "batch_size"),
+                self._multiplier(("fc.b", batch_size), to_q20, "the classifier bias gradient scale", "batch_size"))
 
-    def _multiplier(self, key, real, what: str) -> fixed.Multiplier:
+    def _multiplier(self, key, real, what: str, option: str) -> fixed.Multiplier:
         cache = self.__dict__.setdefault("_multipliers", {})
         if key not in cache:
             try:
                 cache[key] = fixed.Multiplier.of(real)
             except ValueError as exc:
-                raise ZoEdgeError(f"{what} cannot be held as an integer multiplier ({exc}); change the setting") from None
+                raise OptionError(option, f"gives {what} that int8 mode cannot hold as an integer multiplier "
+                                          f"({exc}); change it") from None
         return cache[key]
 
     # -- state -----------------------------------------------------------------------------------

