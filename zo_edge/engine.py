@@ -16,8 +16,10 @@ import numpy as np
 
 from zo_edge.errors import ZoEdgeError
 from zo_edge.kernels import KERNELS, SUPPORTED_OPS
+from zo_edge.kernels.checks import InvalidOp
 from zo_edge.kernels.quantize import affine_quantize
 from zo_edge.qgraph import QGraph
+from zo_edge.tflite_check import unchecked_failure
 
 
 CHUNK = 64  # samples per pass through the graph
@@ -32,6 +34,34 @@ class Step:
     op: object
     evaluate: object
     params: object
+
+
+def _check_dataflow(graph: QGraph) -> None:
+    """Every tensor an op reads exists when it runs; the graph's inputs carry the batch axis the engine uses."""
+    def refuse(problem):
+        raise ZoEdgeError(f"{graph.source} is corrupt: {problem}")
+
+    if not graph.inputs or not graph.outputs:
+        refuse(f"it has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; a model needs at least one of each")
+    for index in graph.inputs:
+        t = graph.tensors[index]
+        if not t.shape or t.shape[0] != 1:
+            refuse(f"its input {index} has shape {list(t.shape)}; zo-edge runs graphs whose inputs have batch size 1 "
+                   "(it batches on axis 0 itself)")
+    computed = set(graph.inputs)
+    constants = {t.index for t in graph.tensors if t.is_constant}
+    for op in graph.ops:
+        for index in op.inputs:
+            if index >= 0 and index not in computed | constants:
+                refuse(f"{op.opcode} (op {op.index}) reads tensor {index}, which no earlier op writes")
+        for index in op.outputs:
+            if index in computed | constants:
+                refuse(f"{op.opcode} (op {op.index}) writes tensor {index}, which is already a constant, an input "
+                       "or another op's output")
+            computed.add(index)
+    for index in graph.outputs:
+        if index not in computed:
+            refuse(f"its output {index} is {'a constant' if index in constants else 'written by no op'}")
 
 
 def _batched_tensors(graph: QGraph) -> set[int]:
@@ -51,16 +81,22 @@ class Engine:
                 f"{graph.source} uses {', '.join(unsupported)}, which the int8 engine does not support; "
                 f"supported ops: {', '.join(SUPPORTED_OPS)}"
             )
+        _check_dataflow(graph)
         self.graph = graph
         self.batched = _batched_tensors(graph)
         self.constants = {t.index: t.data for t in graph.tensors if t.is_constant}
         self.steps = []
         for op in graph.ops:
             kernel = KERNELS[op.opcode]
+            where = f"{graph.source}: {op.opcode} (op {op.index})"
+            if op.options_table not in (None, kernel.options):
+                raise ZoEdgeError(f"{where} cannot run: it carries {op.options_table}, not {kernel.options}")
             try:
                 params = kernel.prepare(op, graph, [i in self.batched for i in op.inputs])
-            except (ValueError, KeyError, TypeError, IndexError) as exc:
-                raise ZoEdgeError(f"{graph.source}: {op.opcode} (op {op.index}) cannot run: {exc}") from None
+            except InvalidOp as exc:
+                raise ZoEdgeError(f"{where} cannot run: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - the last line of defence behind the kernel's own checks
+                raise unchecked_failure(graph.source, f"preparing {op.opcode} (op {op.index})", exc) from None
             self.steps.append(Step(op, kernel.evaluate, params))
 
     # -- running -------------------------------------------------------------------------------
@@ -78,6 +114,9 @@ class Engine:
                     f"input {k} of {self.graph.source}: expected {np.dtype(t.dtype).name} "
                     f"[{', '.join(map(str, expected))}], given {x.dtype.name} [{', '.join(map(str, x.shape))}]"
                 )
+            if len(x) != len(inputs[0]) or len(x) == 0:
+                raise ZoEdgeError(f"input {k} of {self.graph.source} has {len(x)} samples; every input needs the "
+                                  f"same number, at least one ({len(inputs[0])} in input 0)")
         return list(inputs)
 
     def quantize_input(self, x, k: int = 0) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 It keeps what the int8 kernels need — tensors with their quantisation parameters and constant data,
 operators with their options as plain Python values — and nothing of the flatbuffer's machinery.
-Everything the user can get wrong about a model file is caught here with a one-line ZoEdgeError.
+Nothing is read before ``zo_edge.tflite_check`` has checked the file's structure and contents, so a
+damaged or contradictory model ends in a one-line ZoEdgeError; what each op needs of its operands
+is checked by its kernel when the engine prepares it.
 """
 
 from __future__ import annotations
@@ -15,11 +17,7 @@ import numpy as np
 
 from zo_edge import litert
 from zo_edge.errors import ZoEdgeError
-
-_TFLITE_DTYPES = {
-    0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64,
-    6: np.bool_, 7: np.int16, 9: np.int8, 10: np.float64,
-}  # schema TensorType values
+from zo_edge.tflite_check import TFLITE_DTYPES, check_model, check_structure, checked_options, unchecked_failure
 
 
 def _schema():
@@ -74,6 +72,7 @@ class QOp:
     inputs: list[int]  # -1 marks an omitted optional input
     outputs: list[int]
     options: dict = field(default_factory=dict)
+    options_table: str | None = None  # the schema table the options came from ("Conv2DOptions"), None if absent
 
 
 @dataclass
@@ -97,14 +96,15 @@ class QGraph:
     @classmethod
     def from_bytes(cls, buf: bytes, source: str = "<bytes>") -> "QGraph":
         buf = bytes(buf)
-        if len(buf) < 8 or buf[4:8] != b"TFL3":
-            raise ZoEdgeError(f"{source} is not a .tflite flatbuffer (no TFL3 identifier); is it truncated or another format?")
+        check_structure(buf, source)
+        model = _schema().Model.GetRootAs(buf, 0)
         try:
-            graph = _parse(buf, source)
+            check_model(model, buf, source)
+            graph = _parse(model, buf)
         except ZoEdgeError:
             raise
-        except Exception as exc:  # flatbuffers raise anything from IndexError to struct.error on bad offsets
-            raise ZoEdgeError(f"{source} is corrupt or truncated: the flatbuffer cannot be read ({type(exc).__name__})") from None
+        except Exception as exc:  # noqa: BLE001 - check_structure lets nothing through that fails here
+            raise unchecked_failure(source, "reading the model", exc) from None
         graph.model_bytes = buf
         graph.source = source
         _check_integer(graph)
@@ -130,13 +130,9 @@ class QGraph:
         return sorted({op.opcode for op in self.ops})
 
 
-def _parse(buf: bytes, source: str) -> QGraph:
+def _parse(model, buf: bytes) -> QGraph:
+    """The QGraph of a model that passed ``check_structure`` and ``check_model``."""
     schema = _schema()
-    model = schema.Model.GetRootAs(buf, 0)
-    if model.SubgraphsLength() < 1:
-        raise ZoEdgeError(f"{source} has no subgraph; it is not a usable model")
-    if model.SubgraphsLength() > 1:
-        raise ZoEdgeError(f"{source} has {model.SubgraphsLength()} subgraphs; zo-edge runs single-subgraph models")
     op_names = builtin_op_names()
     opcodes = []
     for i in range(model.OperatorCodesLength()):
@@ -144,49 +140,36 @@ def _parse(buf: bytes, source: str) -> QGraph:
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
         name = op_names.get(builtin, f"BUILTIN_{builtin}")
         if name == "CUSTOM":
-            name = f"CUSTOM:{code.CustomCode().decode(errors='replace')}"
+            name = f"CUSTOM:{(code.CustomCode() or b'').decode(errors='replace')}"
         opcodes.append(name)
 
     sub = model.Subgraphs(0)
     tensors = []
     for i in range(sub.TensorsLength()):
         t = sub.Tensors(i)
-        if t.Type() not in _TFLITE_DTYPES:
-            raise ZoEdgeError(f"{source}: tensor {i} has type {t.Type()}, which zo-edge does not handle")
-        dtype = _TFLITE_DTYPES[t.Type()]
+        dtype = TFLITE_DTYPES[t.Type()]
         shape = tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
-        tensor = QTensor(index=i, name=t.Name().decode(errors="replace"), shape=shape, dtype=dtype)
+        tensor = QTensor(index=i, name=(t.Name() or b"").decode(errors="replace"), shape=shape, dtype=dtype)
         q = t.Quantization()
         if q is not None and q.ScaleLength():
             tensor.scale = q.ScaleAsNumpy().astype(np.float32)
-            tensor.zero_point = (
-                q.ZeroPointAsNumpy().astype(np.int64) if q.ZeroPointLength() else np.zeros(q.ScaleLength(), np.int64)
-            )
+            tensor.zero_point = q.ZeroPointAsNumpy().astype(np.int64)
             tensor.quantized_dimension = q.QuantizedDimension()
         b = model.Buffers(t.Buffer())
-        raw = None
-        if b.Offset() > 1:  # large models keep buffers after the flatbuffer
-            raw = buf[b.Offset() : b.Offset() + b.Size()]
-            if len(raw) != b.Size():
-                raise ZoEdgeError(f"{source} is truncated: tensor {tensor.name!r} points past the end of the file")
-        elif b.DataLength():
-            raw = b.DataAsNumpy().tobytes()
+        raw = buf[b.Offset() : b.Offset() + b.Size()] if b.Offset() > 1 else b.DataAsNumpy().tobytes() if b.DataLength() else b""
         if raw:
-            if len(raw) != tensor.size_bytes:
-                raise ZoEdgeError(
-                    f"{source} is corrupt: tensor {tensor.name!r} holds {len(raw)} bytes, its shape needs {tensor.size_bytes}"
-                )
             tensor.data = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
         tensors.append(tensor)
 
+    options_tables = checked_options()
     ops = []
     for i in range(sub.OperatorsLength()):
         o = sub.Operators(i)
-        opt = schema.OperatorT.InitFromObj(o)
+        table = options_tables.get(o.BuiltinOptionsType())  # other ops' options are not read: no kernel uses them
         options = {}
-        if opt.builtinOptions is not None:
-            for key, value in vars(opt.builtinOptions).items():
-                options[_snake(key)] = value.tolist() if isinstance(value, np.ndarray) else value
+        if table is not None and o.BuiltinOptions() is not None:
+            values = schema.BuiltinOptionsCreator(o.BuiltinOptionsType(), o.BuiltinOptions())
+            options = {_snake(k): v.tolist() if isinstance(v, np.ndarray) else v for k, v in vars(values).items()}
         ops.append(
             QOp(
                 index=i,
@@ -194,13 +177,11 @@ def _parse(buf: bytes, source: str) -> QGraph:
                 inputs=[int(v) for v in o.InputsAsNumpy()] if o.InputsLength() else [],
                 outputs=[int(v) for v in o.OutputsAsNumpy()] if o.OutputsLength() else [],
                 options=options,
+                options_table=table,
             )
         )
     inputs = [int(v) for v in sub.InputsAsNumpy()] if sub.InputsLength() else []
     outputs = [int(v) for v in sub.OutputsAsNumpy()] if sub.OutputsLength() else []
-    for index in inputs + outputs + [v for op in ops for v in op.inputs + op.outputs]:
-        if index >= len(tensors):
-            raise ZoEdgeError(f"{source} is corrupt: an operator refers to tensor {index} of {len(tensors)}")
     return QGraph(tensors=tensors, ops=ops, inputs=inputs, outputs=outputs)
 
 

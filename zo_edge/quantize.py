@@ -40,6 +40,7 @@ import numpy as np
 from zo_edge import litert
 from zo_edge.errors import ZoEdgeError
 from zo_edge.qgraph import builtin_op_names
+from zo_edge.tflite_check import check_structure
 from zo_edge.kernels.fixedpoint import round_half_away
 from zo_edge.kernels.quantize import affine_quantize
 from zo_edge.plan import Adapter, Classifier, Plan
@@ -175,6 +176,7 @@ class _Graph:
 
 def _parse(buf: bytes):
     schema = _schema()
+    check_structure(bytes(buf), "the model")
     try:
         model_t = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytes(buf), 0))
     except Exception as exc:  # noqa: BLE001 - any parse failure is a damaged file

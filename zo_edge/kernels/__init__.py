@@ -17,23 +17,25 @@ from zo_edge.kernels import add, conv, fully_connected, mean, pooling, quantize,
 class Kernel(NamedTuple):
     prepare: Callable
     evaluate: Callable
+    options: str  # the schema table of the op's options (the engine refuses an op that carries another)
 
 
 KERNELS: dict[str, Kernel] = {
-    "ADD": Kernel(add.prepare_add, add.eval_add),
-    "AVERAGE_POOL_2D": Kernel(pooling.prepare_pool, pooling.eval_average_pool),
-    "CONV_2D": Kernel(conv.prepare_conv, conv.eval_conv),
-    "DEPTHWISE_CONV_2D": Kernel(conv.prepare_depthwise, conv.eval_depthwise),
-    "DEQUANTIZE": Kernel(quantize.prepare_dequantize, quantize.eval_dequantize),
-    "FULLY_CONNECTED": Kernel(fully_connected.prepare_fully_connected, fully_connected.eval_fully_connected),
-    "MAX_POOL_2D": Kernel(pooling.prepare_pool, pooling.eval_max_pool),
-    "MEAN": Kernel(mean.prepare_mean, mean.eval_mean),
-    "PACK": Kernel(shape_ops.prepare_pack, shape_ops.eval_pack),
-    "QUANTIZE": Kernel(quantize.prepare_quantize, quantize.eval_quantize),
-    "RESHAPE": Kernel(shape_ops.prepare_reshape, shape_ops.eval_reshape),
-    "SHAPE": Kernel(shape_ops.prepare_shape, shape_ops.eval_shape),
-    "SOFTMAX": Kernel(softmax.prepare_softmax, softmax.eval_softmax),
-    "STRIDED_SLICE": Kernel(shape_ops.prepare_strided_slice, shape_ops.eval_strided_slice),
+    "ADD": Kernel(add.prepare_add, add.eval_add, "AddOptions"),
+    "AVERAGE_POOL_2D": Kernel(pooling.prepare_pool, pooling.eval_average_pool, "Pool2DOptions"),
+    "CONV_2D": Kernel(conv.prepare_conv, conv.eval_conv, "Conv2DOptions"),
+    "DEPTHWISE_CONV_2D": Kernel(conv.prepare_depthwise, conv.eval_depthwise, "DepthwiseConv2DOptions"),
+    "DEQUANTIZE": Kernel(quantize.prepare_dequantize, quantize.eval_dequantize, "DequantizeOptions"),
+    "FULLY_CONNECTED": Kernel(fully_connected.prepare_fully_connected, fully_connected.eval_fully_connected,
+                              "FullyConnectedOptions"),
+    "MAX_POOL_2D": Kernel(pooling.prepare_pool, pooling.eval_max_pool, "Pool2DOptions"),
+    "MEAN": Kernel(mean.prepare_mean, mean.eval_mean, "ReducerOptions"),
+    "PACK": Kernel(shape_ops.prepare_pack, shape_ops.eval_pack, "PackOptions"),
+    "QUANTIZE": Kernel(quantize.prepare_quantize, quantize.eval_quantize, "QuantizeOptions"),
+    "RESHAPE": Kernel(shape_ops.prepare_reshape, shape_ops.eval_reshape, "ReshapeOptions"),
+    "SHAPE": Kernel(shape_ops.prepare_shape, shape_ops.eval_shape, "ShapeOptions"),
+    "SOFTMAX": Kernel(softmax.prepare_softmax, softmax.eval_softmax, "SoftmaxOptions"),
+    "STRIDED_SLICE": Kernel(shape_ops.prepare_strided_slice, shape_ops.eval_strided_slice, "StridedSliceOptions"),
 }
 
 SUPPORTED_OPS = tuple(sorted(KERNELS))

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zo_edge.kernels import checks, fused
 from zo_edge.kernels import fixedpoint as fp
-from zo_edge.kernels import fused
 
 LEFT_SHIFT = 20  # int8 ADD; int16 would use 15
 
@@ -39,26 +39,35 @@ class AddParams:
 
 
 def prepare_add(op, graph, batched) -> AddParams:
-    a, b, out = (graph.tensors[i] for i in op.inputs[:2] + op.outputs[:1])
-    s1, z1 = a.scalar_quant()
-    s2, z2 = b.scalar_quant()
-    so, zo = out.scalar_quant()
+    (a, b), out = checks.operands(op, graph, 2)
+    for t, role in ((a, "first input"), (b, "second input"), (out, "output")):
+        checks.dtype(t, role, np.int8)
+    try:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise checks.InvalidOp(f"its inputs {checks.describe(a)} and {checks.describe(b)} do not broadcast") from None
+    checks.output_shape(out, shape, " (its inputs broadcast)")
+    for t, is_batched in zip((a, b), batched):  # the engine's batch axis N broadcasts only against a 1
+        checks.require(not is_batched or (len(t.shape) == len(shape) and shape[0] == 1),
+                       f"its input {checks.describe(t)} cannot carry the batch on axis 0 of {list(shape)}")
+    s1, z1 = checks.per_tensor_quant(a, "first input")
+    s2, z2 = checks.per_tensor_quant(b, "second input")
+    so, zo = checks.per_tensor_quant(out, "output")
     twice_max_input_scale = 2.0 * float(max(np.float32(s1), np.float32(s2)))
     m1 = fp.quantize_multiplier(float(s1) / twice_max_input_scale)
     m2 = fp.quantize_multiplier(float(s2) / twice_max_input_scale)
     mo = fp.quantize_multiplier(twice_max_input_scale / ((1 << LEFT_SHIFT) * float(so)))
-    act_min, act_max = fp.activation_range(fp.ACTIVATIONS[op.options.get("fused_activation_function", 0)], so, zo)
+    # TFLM's QuantizeMultiplierSmallerThanOneExp refuses multipliers of 1 and more (it aborts)
+    checks.require(mo[1] <= 0, f"its output scale {so:g} is too small for input scales {s1:g} and {s2:g}")
+    act_min, act_max = fp.fused_activation_range(op.options, so, zo)
     p = AddParams(z1, z2, zo, m1[0], m1[1], m2[0], m2[1], mo[0], mo[1], act_min, act_max)
-    if a.dtype == np.int8 and b.dtype == np.int8:
-        pairs = np.arange(1 << 16, dtype=np.uint16)
-        p.table = add_arithmetic(p, [(pairs >> 8).astype(np.uint8).view(np.int8),
-                                     (pairs & 0xFF).astype(np.uint8).view(np.int8)])
+    pairs = np.arange(1 << 16, dtype=np.uint16)
+    p.table = add_arithmetic(p, [(pairs >> 8).astype(np.uint8).view(np.int8),
+                                 (pairs & 0xFF).astype(np.uint8).view(np.int8)])
     return p
 
 
 def eval_add(p: AddParams, inputs) -> np.ndarray:
-    if p.table is None:
-        return add_arithmetic(p, inputs)
     if inputs[0].shape == inputs[1].shape:  # no broadcasting: one fused pass
         return fused.table_lookup_pairs(np.ascontiguousarray(inputs[0]), np.ascontiguousarray(inputs[1]), p.table)
     index = (inputs[0].view(np.uint8).astype(np.uint16) << 8) | inputs[1].view(np.uint8)  # broadcasts

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zo_edge.kernels import checks, fused
 from zo_edge.kernels import fixedpoint as fp
-from zo_edge.kernels import fused
-from zo_edge.kernels.windows import Window, make_window, patches
+from zo_edge.kernels.windows import PADDING, Window, make_window, patches
 
 
 @dataclass
@@ -43,27 +43,44 @@ def per_channel_multipliers(input_t, filter_t, output_t, channels: int):
     return fp.quantize_multipliers(real)
 
 
-def _prepare(op, graph, depthwise: bool) -> ConvParams:
-    x, f, out = (graph.tensors[i] for i in op.inputs[:2] + op.outputs[:1])
-    _, in_h, in_w, in_c = x.shape
+def _prepare(op, graph, batched, depthwise: bool) -> ConvParams:
+    (x, f, bias), out = checks.operands(op, graph, (2, 3), optional=(2,))
+    for t, role in ((x, "input"), (f, "filter"), (out, "output")):
+        checks.dtype(t, role, np.int8)
+        checks.rank(t, role, 4)
+    checks.constant_operand(batched[1], "filter")
+    n, in_h, in_w, in_c = x.shape
     if depthwise:
-        _, kh, kw, out_c = f.shape
+        one, kh, kw, out_c = f.shape
+        checks.require(one == 1, f"its filter {checks.describe(f)} should have shape [1, height, width, channels]")
+        checks.require(out_c % in_c == 0, f"its filter's {out_c} channels are not a multiple of the input's {in_c}")
         depth_multiplier = out_c // in_c
+        stated = op.options.get("depth_multiplier", 0)
+        checks.require(stated in (0, depth_multiplier),
+                       f"has depth_multiplier {stated}, but its filter makes it {depth_multiplier}")
     else:
         out_c, kh, kw, f_c = f.shape
-        if f_c != in_c:
-            raise ValueError(f"grouped convolution ({in_c} input channels, filter has {f_c}) is not supported")
+        checks.require(f_c == in_c, f"grouped convolution ({in_c} input channels, filter has {f_c}) is not supported")
         depth_multiplier = 1
+    checks.channel_scales(f, "filter", out_c, axis=3 if depthwise else 0)
+    checks.bias(bias, out_c)
+    if bias is not None:
+        checks.constant_operand(batched[2], "bias")
+    in_scale, in_zp = checks.per_tensor_quant(x, "input")
+    out_scale, out_zp = checks.per_tensor_quant(out, "output")
     o = op.options
-    window = make_window(o["padding"], in_h, in_w, kh, kw, o["stride_h"], o["stride_w"],
-                         o.get("dilation_h_factor", 1) or 1, o.get("dilation_w_factor", 1) or 1)
-    multiplier, shift = per_channel_multipliers(x, f, out, out_c)
-    out_scale, out_zp = out.scalar_quant()
-    act_min, act_max = fp.activation_range(fp.ACTIVATIONS[o["fused_activation_function"]], out_scale, out_zp)
+    checks.require(o.get("padding", 0) in PADDING, f"has padding {o.get('padding')}, which the schema does not define")
+    stride_h, stride_w = checks.positive(o, "stride_h", "stride_w")
+    dilation_h, dilation_w = checks.positive(o, "dilation_h_factor", "dilation_w_factor", default=1)
+    window = make_window(o.get("padding", 0), in_h, in_w, kh, kw, stride_h, stride_w, dilation_h, dilation_w)
+    checks.output_shape(out, (n, window.out_h, window.out_w, out_c))
     taps = kh * kw * (1 if depthwise else in_c)
+    checks.window(window, in_h, in_w, in_c, taps, out)
+    multiplier, shift = per_channel_multipliers(x, f, out, out_c)
+    act_min, act_max = fp.fused_activation_range(o, out_scale, out_zp)
     return ConvParams(
         window=window,
-        input_zero_point=x.scalar_quant()[1],
+        input_zero_point=in_zp,
         output_zero_point=out_zp,
         multiplier=multiplier,
         shift=shift,
@@ -72,16 +89,16 @@ def _prepare(op, graph, depthwise: bool) -> ConvParams:
         acc_dtype=fp.exact_float_dtype(taps * 255 * 128),
         accumulator_bound=taps * 255 * 128,
         depth_multiplier=depth_multiplier,
-        pointwise=(kh, kw, o["stride_h"], o["stride_w"]) == (1, 1, 1, 1),
+        pointwise=(kh, kw, stride_h, stride_w) == (1, 1, 1, 1),
     )
 
 
 def prepare_conv(op, graph, batched) -> ConvParams:
-    return _prepare(op, graph, depthwise=False)
+    return _prepare(op, graph, batched, depthwise=False)
 
 
 def prepare_depthwise(op, graph, batched) -> ConvParams:
-    return _prepare(op, graph, depthwise=True)
+    return _prepare(op, graph, batched, depthwise=True)
 
 
 def requantize_accumulator(acc, bias, p) -> np.ndarray:

@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from zo_edge.kernels.checks import InvalidOp
+
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
 
@@ -32,7 +34,12 @@ def round_half_away(x):
 
 
 def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
-    """``QuantizeMultiplier``: a double as (Q0.31 multiplier, power-of-two exponent)."""
+    """``QuantizeMultiplier``: a double as (Q0.31 multiplier, power-of-two exponent).
+
+    Multipliers of 2^31 and more (and NaN) make TFLM's ``x * (1 << shift)`` meaningless: they come
+    only from scales that do not belong together, and are refused."""
+    if not 0.0 <= real_multiplier < 2.0**31:
+        raise InvalidOp(f"a requantisation multiplier is {real_multiplier:g}, outside [0, 2^31): the scales do not fit together")
     if real_multiplier == 0.0:
         return 0, 0
     mantissa, shift = math.frexp(real_multiplier)
@@ -134,11 +141,14 @@ ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5
 def activation_range(activation: str, scale: float, zero_point: int, qmin: int = -128, qmax: int = 127):
     """``CalculateActivationRangeQuantized``: the clamp a fused activation becomes in int8.
 
-    The real bounds are quantised as ``zero_point + TfLiteRound(f / scale)`` in float32.
+    The real bounds are quantised as ``zero_point + TfLiteRound(f / scale)`` in float32 (a quotient
+    beyond the int32 range, from a tiny scale, is clamped to it: the clamp to [qmin, qmax] follows).
     """
 
     def quantize(f: float) -> int:
-        return zero_point + int(round_half_away(np.float32(f) / np.float32(scale)))
+        with np.errstate(over="ignore"):
+            q = round_half_away(np.float32(f) / np.float32(scale))
+        return zero_point + int(np.clip(q, INT32_MIN, INT32_MAX))
 
     if activation == "NONE":
         return qmin, qmax
@@ -148,7 +158,15 @@ def activation_range(activation: str, scale: float, zero_point: int, qmin: int =
         return max(qmin, quantize(0.0)), min(qmax, quantize(6.0))
     if activation == "RELU_N1_TO_1":
         return max(qmin, quantize(-1.0)), min(qmax, quantize(1.0))
-    raise ValueError(f"fused activation {activation} is not supported in int8 kernels")
+    raise InvalidOp(f"fused activation {activation} is not supported in int8 kernels")
+
+
+def fused_activation_range(options: dict, scale: float, zero_point: int):
+    """``activation_range`` of an op's ``fused_activation_function`` option."""
+    code = options.get("fused_activation_function", 0)
+    if code not in ACTIVATIONS:
+        raise InvalidOp(f"has fused activation {code}, which the schema does not define")
+    return activation_range(ACTIVATIONS[code], scale, zero_point)
 
 
 def exact_float_dtype(max_abs_sum: float):

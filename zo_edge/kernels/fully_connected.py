@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zo_edge.kernels import checks
 from zo_edge.kernels import fixedpoint as fp
 from zo_edge.kernels.conv import per_channel_multipliers, requantize_accumulator, variant_weights
 
@@ -29,21 +30,38 @@ class FullyConnectedParams:
 
 
 def prepare_fully_connected(op, graph, batched) -> FullyConnectedParams:
-    x, f, out = (graph.tensors[i] for i in op.inputs[:2] + op.outputs[:1])
+    (x, f, bias), out = checks.operands(op, graph, (2, 3), optional=(2,))
+    for t, role in ((x, "input"), (f, "filter"), (out, "output")):
+        checks.dtype(t, role, np.int8)
+        checks.min_rank(t, role, 1)
+    checks.rank(f, "filter", 2)
+    checks.constant_operand(batched[1], "filter")
     units, depth = f.shape
-    if len(f.scale) > 1:
-        multiplier, shift = per_channel_multipliers(x, f, out, units)
-    else:
-        # GetQuantizedConvolutionMultipler: the same double product, one channel
-        multiplier, shift = per_channel_multipliers(x, f, out, 1)
-    out_scale, out_zp = out.scalar_quant()
-    act_min, act_max = fp.activation_range(
-        fp.ACTIVATIONS[op.options.get("fused_activation_function", 0)], out_scale, out_zp
-    )
+    checks.channel_scales(f, "filter", units, axis=0)
+    checks.bias(bias, units)
+    if bias is not None:
+        checks.constant_operand(batched[2], "bias")
+    _, in_zp = checks.per_tensor_quant(x, "input")
+    out_scale, out_zp = checks.per_tensor_quant(out, "output")
+    checks.require(op.options.get("weights_format", 0) == 0, "has shuffled weights, which zo-edge does not read")
+    # TFLM reads the input as rows of the filter's depth; the engine keeps the batch on axis 0
+    rows, remainder = divmod(checks.elements(x.shape), depth)
+    checks.require(remainder == 0, f"its input {checks.describe(x)} is not made of rows of the filter's depth {depth}")
+    checks.require(checks.elements(out.shape) == rows * units and out.shape[0] == x.shape[0],
+                   f"its output {checks.describe(out)} is not {rows} rows of {units} units on the input's batch axis")
+    checks.macs(rows * units * depth)
+    if bias is not None and len(f.scale) == 1:
+        # GetQuantizedConvolutionMultipler: TFLM refuses a per-tensor bias scale far from in_scale · filter_scale
+        product = float(np.float32(x.scale[0]) * np.float32(f.scale[0]))
+        bias_scale = float(bias.scale[0]) if bias.is_quantized else 0.0
+        checks.require(abs(product - bias_scale) / out_scale <= 0.02,
+                       f"its bias scale {bias_scale:g} is not input scale × filter scale ({product:g}), as TFLM requires")
     if batched[0] and (len(out.shape) < 2 or out.shape[0] != 1):
-        raise ValueError(f"FULLY_CONNECTED output {out.shape} has no batch dimension of 1 to batch over")
+        raise checks.InvalidOp(f"FULLY_CONNECTED output {out.shape} has no batch dimension of 1 to batch over")
+    multiplier, shift = per_channel_multipliers(x, f, out, units if len(f.scale) > 1 else 1)
+    act_min, act_max = fp.fused_activation_range(op.options, out_scale, out_zp)
     return FullyConnectedParams(
-        input_zero_point=x.scalar_quant()[1],
+        input_zero_point=in_zp,
         filter_zero_point=int(f.zero_point[0]),
         output_zero_point=out_zp,
         multiplier=multiplier,

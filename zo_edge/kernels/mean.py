@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zo_edge.kernels import checks, fused
 from zo_edge.kernels import fixedpoint as fp
-from zo_edge.kernels import fused
 
 
 @dataclass
@@ -29,14 +29,22 @@ class MeanParams:
 
 
 def prepare_mean(op, graph, batched) -> MeanParams:
-    x, axis_t, out = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]], graph.tensors[op.outputs[0]]
+    (x, axis_t), out = checks.operands(op, graph, 2)
+    checks.dtype(x, "input", np.int8)
+    checks.dtype(out, "output", np.int8)
+    checks.min_rank(x, "input", 1)
+    checks.require(axis_t.is_constant and axis_t.dtype in (np.int32, np.int64) and len(axis_t.shape) <= 1,
+                   f"its axes {checks.describe(axis_t)} are not a constant integer list")
     rank = len(x.shape)
-    axes = tuple(sorted({int(a) % rank for a in np.ravel(axis_t.data)}))
-    if batched[0] and 0 in axes:
-        raise ValueError("MEAN over the batch axis cannot be batched")
-    in_scale, in_zp = x.scalar_quant()
-    out_scale, out_zp = out.scalar_quant()
-    count = int(np.prod([x.shape[a] for a in axes]))
+    stated = [int(a) for a in np.ravel(axis_t.data)]
+    checks.require(all(-rank <= a < rank for a in stated), f"reduces axes {stated} of a rank-{rank} input")
+    axes = tuple(sorted({a % rank for a in stated}))
+    checks.require(0 not in axes, "MEAN over the batch axis is not supported")
+    keep = op.options.get("keep_dims", False)
+    checks.output_shape(out, [1 if a in axes else d for a, d in enumerate(x.shape) if keep or a not in axes])
+    in_scale, in_zp = checks.per_tensor_quant(x, "input")
+    out_scale, out_zp = checks.per_tensor_quant(out, "output")
+    count = checks.elements(x.shape[a] for a in axes)
     multiplier, shift = fp.quantize_multiplier(float(in_scale) / float(out_scale))
     k = min(count.bit_length() - 1, 32, 31 + shift)
     return MeanParams(axes, count, in_zp, out_zp, (multiplier << k) // count, shift - k, tuple(out.shape[1:]))

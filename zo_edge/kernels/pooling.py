@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zo_edge.kernels import checks
 from zo_edge.kernels import fixedpoint as fp
-from zo_edge.kernels.windows import Window, make_window, patches, valid_counts
+from zo_edge.kernels.windows import PADDING, Window, make_window, patches, valid_counts
 
 
 @dataclass
@@ -24,13 +25,22 @@ class PoolParams:
 
 
 def prepare_pool(op, graph, batched) -> PoolParams:
-    x, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
-    _, in_h, in_w, _ = x.shape
+    (x,), out = checks.operands(op, graph, 1)
+    for t, role in ((x, "input"), (out, "output")):
+        checks.dtype(t, role, np.int8)
+        checks.rank(t, role, 4)
+    n, in_h, in_w, channels = x.shape
     o = op.options
-    window = make_window(o["padding"], in_h, in_w, o["filter_height"], o["filter_width"], o["stride_h"], o["stride_w"])
-    out_scale, out_zp = out.scalar_quant()
-    act_min, act_max = fp.activation_range(fp.ACTIVATIONS[o["fused_activation_function"]], out_scale, out_zp)
-    return PoolParams(window, valid_counts(window, in_h, in_w), act_min, act_max)
+    checks.require(o.get("padding", 0) in PADDING, f"has padding {o.get('padding')}, which the schema does not define")
+    filter_h, filter_w, stride_h, stride_w = checks.positive(o, "filter_height", "filter_width", "stride_h", "stride_w")
+    window = make_window(o.get("padding", 0), in_h, in_w, filter_h, filter_w, stride_h, stride_w)
+    checks.output_shape(out, (n, window.out_h, window.out_w, channels))
+    checks.window(window, in_h, in_w, channels, filter_h * filter_w, out)
+    counts = valid_counts(window, in_h, in_w)
+    checks.require(counts.min() >= 1, "has a window that covers no input")
+    out_scale, out_zp = checks.per_tensor_quant(out, "output")
+    act_min, act_max = fp.fused_activation_range(o, out_scale, out_zp)
+    return PoolParams(window, counts, act_min, act_max)
 
 
 def eval_average_pool(p: PoolParams, inputs) -> np.ndarray:

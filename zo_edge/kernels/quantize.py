@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zo_edge.kernels import checks
 from zo_edge.kernels import fixedpoint as fp
 
 _LIMITS = {np.int8: (-128, 127), np.int16: (-32768, 32767), np.uint8: (0, 255)}
@@ -28,13 +29,14 @@ class QuantizeParams:
 
 
 def prepare_quantize(op, graph, batched) -> QuantizeParams:
-    x, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
-    out_scale, out_zp = out.scalar_quant()
-    if out.dtype not in _LIMITS:
-        raise ValueError(f"QUANTIZE to {np.dtype(out.dtype).name} is not supported")
+    (x,), out = checks.operands(op, graph, 1)
+    checks.dtype(out, "output", *_LIMITS)
+    checks.dtype(x, "input", np.float32, *_LIMITS)
+    checks.output_shape(out, x.shape, " (its input's)")
+    out_scale, out_zp = checks.per_tensor_quant(out, "output")
     if x.dtype == np.float32:
         return QuantizeParams(True, 0, out_zp, float(out_scale), 0, 0, out.dtype)
-    in_scale, in_zp = x.scalar_quant()
+    in_scale, in_zp = checks.per_tensor_quant(x, "input")
     multiplier, shift = fp.quantize_multiplier(float(in_scale) / float(out_scale))
     return QuantizeParams(False, in_zp, out_zp, float(out_scale), multiplier, shift, out.dtype)
 
@@ -42,7 +44,8 @@ def prepare_quantize(op, graph, batched) -> QuantizeParams:
 def affine_quantize(x, scale: float, zero_point: int, dtype=np.int8) -> np.ndarray:
     """``AffineQuantize``: float32 values to integers, as the QUANTIZE op and a device's input stage do."""
     lo, hi = _LIMITS[dtype]
-    q = fp.round_half_away(np.asarray(x, dtype=np.float32) / np.float32(scale)) + zero_point  # float32 divide
+    with np.errstate(over="ignore"):  # a quotient beyond float32 clamps like any other out-of-range value
+        q = fp.round_half_away(np.asarray(x, dtype=np.float32) / np.float32(scale)) + zero_point  # float32 divide
     return np.clip(q, lo, hi).astype(dtype)
 
 
@@ -62,7 +65,11 @@ class DequantizeParams:
 
 
 def prepare_dequantize(op, graph, batched) -> DequantizeParams:
-    scale, zero_point = graph.tensors[op.inputs[0]].scalar_quant()
+    (x,), out = checks.operands(op, graph, 1)
+    checks.dtype(x, "input", *_LIMITS)
+    checks.dtype(out, "output", np.float32)
+    checks.output_shape(out, x.shape, " (its input's)")
+    scale, zero_point = checks.per_tensor_quant(x, "input")
     return DequantizeParams(float(scale), zero_point)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zo_edge.kernels import checks
 from zo_edge.kernels import fixedpoint as fp
 
 SCALED_DIFF_INTEGER_BITS = 5
@@ -27,12 +28,20 @@ class SoftmaxParams:
 
 
 def prepare_softmax(op, graph, batched) -> SoftmaxParams:
-    x, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
-    if out.dtype != np.int8:
-        raise ValueError("only int8 SOFTMAX output is supported")
+    (x,), out = checks.operands(op, graph, 1)
+    checks.dtype(x, "input", np.int8)
+    checks.dtype(out, "output", np.int8)
+    checks.min_rank(x, "input", 1)
+    checks.output_shape(out, x.shape, " (its input's)")
+    in_scale, _ = checks.per_tensor_quant(x, "input")
+    # the kernel writes probabilities in steps of 1/256 from -128, the quantisation TFLM requires
+    out_scale, out_zp = checks.per_tensor_quant(out, "output")
+    checks.require(abs(out_scale - 1.0 / 256) <= 0.001 / 256 and out_zp == -128,
+                   f"its output {checks.describe(out)} is not quantised with scale 1/256 and zero point -128")
     beta = float(np.float32(op.options.get("beta", 1.0)))
-    in_scale = float(x.scale[0])
-    real = min(beta * in_scale * (1 << (31 - SCALED_DIFF_INTEGER_BITS)), (1 << 31) - 1.0)
+    real = min(beta * float(in_scale) * (1 << (31 - SCALED_DIFF_INTEGER_BITS)), (1 << 31) - 1.0)
+    # PreprocessSoftmaxScaling's QuantizeMultiplierGreaterThanOne refuses (aborts on) anything else
+    checks.require(real > 1.0, f"has beta {beta:g} and input scale {in_scale:g}, whose product is below 2^-26")
     multiplier, left_shift = fp.quantize_multiplier(real)
     radius = math.floor(
         1.0 * ((1 << SCALED_DIFF_INTEGER_BITS) - 1) * (1 << (31 - SCALED_DIFF_INTEGER_BITS)) / (1 << left_shift)

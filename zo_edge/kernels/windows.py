@@ -25,6 +25,12 @@ class Window:
     out_h: int
     out_w: int
 
+    def padded_size(self, in_h: int, in_w: int) -> tuple[int, int]:
+        """Height and width of the input once padded so that every window lies inside it."""
+        need_h = (self.out_h - 1) * self.stride_h + (self.kernel_h - 1) * self.dilation_h + 1
+        need_w = (self.out_w - 1) * self.stride_w + (self.kernel_w - 1) * self.dilation_w + 1
+        return max(in_h + self.pad_top, need_h), max(in_w + self.pad_left, need_w)
+
 
 def _out_size(padding: str, size: int, kernel: int, stride: int, dilation: int) -> int:
     effective = (kernel - 1) * dilation + 1
@@ -59,11 +65,9 @@ def patches(x: np.ndarray, w: Window, fill) -> np.ndarray:
     the same as adding zeros and for a max the same as the smallest value.
     """
     n, h, width, c = x.shape
-    need_h = (w.out_h - 1) * w.stride_h + (w.kernel_h - 1) * w.dilation_h + 1
-    need_w = (w.out_w - 1) * w.stride_w + (w.kernel_w - 1) * w.dilation_w + 1
-    pad_bottom = max(0, need_h - h - w.pad_top)
-    pad_right = max(0, need_w - width - w.pad_left)
-    padded = np.pad(x, ((0, 0), (w.pad_top, pad_bottom), (w.pad_left, pad_right), (0, 0)), constant_values=fill)
+    padded_h, padded_w = w.padded_size(h, width)
+    padded = np.pad(x, ((0, 0), (w.pad_top, padded_h - h - w.pad_top), (w.pad_left, padded_w - width - w.pad_left), (0, 0)),
+                    constant_values=fill)
     s = padded.strides
     return as_strided(
         padded,
