@@ -26,6 +26,7 @@ model with it, and the tests' ``tflite_builder.GraphBuilder`` writes its random 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -45,11 +46,13 @@ def schema():
     return litert.schema()
 
 
+@lru_cache(maxsize=None)
 def builtin_codes() -> dict[str, int]:
     """Builtin op name ("CONV_2D") -> schema BuiltinOperator number."""
     return {k: v for k, v in vars(schema().BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
 
 
+@lru_cache(maxsize=None)
 def builtin_names() -> dict[int, str]:
     return {v: k for k, v in builtin_codes().items()}
 
