@@ -335,7 +335,7 @@ class TfliteModel:
     # -- look-up ------------------------------------------------------------------------------------
     def find_tensor(self, ref, what: str = "tensor", candidates=None) -> int:
         """A tensor by index (int or digits) or name (full, or short when that is unique). ``candidates``
-        (indices) are what the error lists when ``ref`` names nothing."""
+        (indices) decide between tensors of one name and are what the error lists when ``ref`` names nothing."""
         n = len(self.tensors)
         if isinstance(ref, (int, np.integer)) or (isinstance(ref, str) and ref.strip().isdigit()):
             t = int(ref)
@@ -346,6 +346,8 @@ class TfliteModel:
         exact = [t for t in range(n) if self.name(t) == ref]
         short = [t for t in range(n) if self.short_name(t) == ref]
         found = exact or short
+        if len(found) > 1 and candidates is not None:  # a converter names a conv's bias after its output too
+            found = [t for t in found if t in set(candidates)] or found
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
