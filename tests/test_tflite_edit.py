@@ -222,7 +222,10 @@ def test_adapters_come_back_in_graph_order_with_the_quantisation_the_design_asks
 def test_an_adapter_on_the_graph_output_rewires_the_output(mlp, digits):
     out = TfliteModel.from_bytes(mlp).outputs[0]
     edited, (adapter,) = insert_adapters(mlp, [out], 4, int8_inputs(mlp, digits.x_train[:64]))
-    assert TfliteModel.from_bytes(edited).outputs == [adapter.add_output]
+    model = TfliteModel.from_bytes(edited)
+    assert model.outputs == [adapter.add_output]
+    signature_outputs = [m.tensorIndex for sig in model.model.signatureDefs for m in sig.outputs]
+    assert signature_outputs == [adapter.add_output]  # what LiteRT's signature runner reads follows too
     x = int8_inputs(mlp, digits.x_test[:64])
     assert_same_bytes("logits", TflmOracle(edited).run(x)[0], TflmOracle(mlp).run(x)[0])
 
