@@ -283,6 +283,7 @@ def test_a_classifier_that_is_not_fully_connected_is_refused_naming_what_it_is(c
                    "feeds FULLY_CONNECTED")
     one_line_error(lambda: replace_classifier(cnn, 10, x, y, op=999), "has ops 0..")
     one_line_error(lambda: replace_classifier(cnn, 10, x, np.full(32, 10)), "labels must be 32 integers in 0..9")
+    one_line_error(lambda: replace_classifier(cnn, 10, x, np.zeros(32, int)), "only class 0")
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,12 @@ output quantisation (1/256, −128), so the graph output is still what the appli
 The int8 fine-tuning of that head on the base task is the int8 head learner's job, run afterwards on
 the edited model: ``Int8Learner`` with method "head" over the plan's classifier (the float fit here
 sets the starting point and the scales, which the learner keeps).
+
+``adapt_tflite(...)`` does both in the order that keeps the user's references valid — the classifier
+first (an op index read from ``zo-edge inspect`` names an op of the original file; inserting adapters
+shifts op indices, never tensor indices), then the adapters (default: on the classifier's input,
+and only before it) — and returns the edited model with its checked ``plan.Plan``, whose classifier
+reads the adapted features.
 """
 
 from __future__ import annotations
@@ -132,9 +138,10 @@ def insert_adapters(model_bytes: bytes, at, width: int, x_calibration_int8: np.n
     width = int(width)
     if width < 1:
         raise ZoEdgeError(f"adapter width must be a positive number of channels (got {width})")
-    for name, value, low in (("up_magnitude", up_magnitude, 0.0), ("down_headroom", down_headroom, 1.0)):
-        if not (np.isfinite(value) and value > 0 and value >= low):
-            raise ZoEdgeError(f"{name} must be a number {'>= 1' if low else '> 0'} (got {value!r})")
+    if not (np.isfinite(up_magnitude) and up_magnitude > 0):
+        raise ZoEdgeError(f"up_magnitude must be a positive number (got {up_magnitude!r})")
+    if not (np.isfinite(down_headroom) and down_headroom >= 1):
+        raise ZoEdgeError(f"down_headroom must be a number >= 1 (got {down_headroom!r})")
     x = _check_calibration(model, x_calibration_int8, "the calibration samples")
     refs = [at] if isinstance(at, (str, int, np.integer)) else list(at)
     if not refs:
@@ -173,14 +180,13 @@ def _insert_adapter(model: TfliteModel, name: str, kind: str, cut: int, cut_valu
                     up_magnitude: float, down_headroom: float, rng) -> Adapter:
     shape = model.shape(cut)
     channels = shape[-1]
-    cut_scale, cut_zero_point = model.scalar_quant(cut)
+    cut_scale = model.scalar_quant(cut)[0]
     features = _dequantize(model, cut, cut_values).reshape(-1, channels)
 
     # down: glorot-uniform in float, per-channel symmetric int8 with headroom
     limit = np.sqrt(6.0 / (channels + width))
     w = rng.uniform(-limit, limit, size=(width, channels))
-    down_scale = np.float32(down_headroom) * np.abs(w).max(axis=1) / np.float32(127)
-    down_scale = down_scale.astype(np.float32)
+    down_scale = (down_headroom * np.abs(w).max(axis=1) / 127).astype(np.float32)
     down_q = np.clip(round_half_away(w / down_scale[:, None]), -127, 127).astype(np.int8)
     hidden_float = np.maximum(features @ (down_q * down_scale[:, None].astype(np.float64)).T, 0.0)
     hidden_max = float(hidden_float.max())
@@ -211,8 +217,9 @@ def _insert_adapter(model: TfliteModel, name: str, kind: str, cut: int, cut_valu
     up_b = model.add_tensor([channels], np.int32, scale=np.float32(hidden_scale) * up_scale.astype(np.float64),
                             zero_point=0, data=np.zeros(channels, np.int32), name=f"{name}/up/bias")
     output = model.add_tensor(shape, np.int8, scale=out_scale, zero_point=out_zero_point, name=f"{name}/output")
-    added = model.add_tensor(shape, np.int8, name=f"{model.short_name(cut)}+{name}")
-    model.tensors[added].quantization = _copy_quantization(model.tensors[cut].quantization)
+    cut_scales, cut_zero_points, _ = model.quant(cut)  # T' gets T's float32 scale and zero point exactly
+    added = model.add_tensor(shape, np.int8, scale=cut_scales, zero_point=cut_zero_points,
+                             name=f"{model.short_name(cut)}+{name}")
     if model.tensors[cut].shapeSignature is not None:
         model.tensors[added].shapeSignature = list(model.tensors[cut].shapeSignature)
 
@@ -226,16 +233,6 @@ def _insert_adapter(model: TfliteModel, name: str, kind: str, cut: int, cut_valu
     model.rewire(cut, added, skip_ops={k, k + 2})
     return Adapter(name=name, kind=kind, cut=cut, down_weights=down_w, down_bias=down_b, hidden=hidden, up_weights=up_w,
                    up_bias=up_b, output=output, block_output=cut, add_output=added)
-
-
-def _copy_quantization(q):
-    from zo_edge.tflite_edit import schema
-
-    copy = schema().QuantizationParametersT()
-    copy.scale = [float(s) for s in q.scale]  # float32 values, kept exactly through float64
-    copy.zeroPoint = [int(z) for z in q.zeroPoint]
-    copy.quantizedDimension = int(q.quantizedDimension)
-    return copy
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -334,6 +331,8 @@ def replace_classifier(model_bytes: bytes, num_classes: int, x_int8: np.ndarray,
     _draw_rows(weights, bias, [c for c in range(num_classes) if c not in kept], w_old, b_old, rng)
 
     base = sorted(int(c) for c in np.unique(y))
+    if len(base) < 2:
+        raise ZoEdgeError(f"the base task has only class {base[0]}; fitting a classifier needs samples of two or more")
     remap = np.full(num_classes, -1)
     remap[base] = np.arange(len(base))
     w_fit, b_fit, fit = _fit_softmax_regression(h, remap[y], weights[base], bias[base], l2)
@@ -369,7 +368,7 @@ def replace_classifier(model_bytes: bytes, num_classes: int, x_int8: np.ndarray,
         model.set_quantization(row["output"], 1.0 / 256, -128)  # what TFLite's int8 SOFTMAX requires
     edited = model.pack()
 
-    outputs, captured = _engine(edited, source).run(x, capture=[logits_t])
+    _, captured = _engine(edited, source).run(x, capture=[logits_t])
     predicted = captured[logits_t].reshape(len(x), num_classes).argmax(axis=1)
     report = {
         "op": row["op"], "softmax_kept": row["softmax"] is not None, "features": depth,
