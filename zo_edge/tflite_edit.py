@@ -314,6 +314,7 @@ class TfliteModel:
         self._index()
 
     def set_op_options(self, k: int, options) -> None:
+        """Op ``k`` gets ``options`` (an ``*OptionsT`` object, or None) as its builtin options."""
         op = self.sg.operators[k]
         op.builtinOptionsType = _options_type(options)
         op.builtinOptions = options
@@ -370,8 +371,7 @@ class TfliteModel:
             if 0 <= k < len(self.ops):
                 return k
             raise ZoEdgeError(f"{what} {ref!r}: {self.source} has ops 0..{len(self.ops) - 1} (see `zo-edge inspect`)")
-        produced = [t for t in self.producer]
-        t = self.find_tensor(ref, what, candidates=sorted(produced))
+        t = self.find_tensor(ref, what, candidates=sorted(self.producer))
         if t not in self.producer:
             raise ZoEdgeError(f"{what} {ref!r}: tensor {t} is made by no op of {self.source} (a constant or the input)")
         return self.producer[t]
