@@ -1,9 +1,10 @@
 """Writes int8 .tflite flatbuffers directly, with full control over every quantisation parameter.
 
-Test-only helper: the randomized engine-vs-TFLM tests need models whose scales, zero points,
-per-channel weight scales, strides, paddings and fused activations are chosen freely (including
-values no converter would produce), so the flatbuffer is assembled here with the object API of
-``ai_edge_litert.schema_py_generated``.
+Test-only front end of ``zo_edge.tflite_edit`` (the one .tflite writer): the randomized engine-vs-TFLM
+tests need models whose scales, zero points, per-channel weight scales, strides, paddings and fused
+activations are chosen freely (including values no converter would produce). ``GraphBuilder`` adds
+what a test wants to say in one line — an op with its output shape worked out — on top of
+``TfliteModel``'s tensors, ops and packing.
 
 Usage::
 
@@ -23,34 +24,16 @@ gets ``input_scale * w_scale``, zero point 0).
 
 from __future__ import annotations
 
-import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from zo_edge import tflite_edit
+from zo_edge.tflite_edit import ACTIVATIONS, TfliteModel  # noqa: F401 - ACTIVATIONS: the names tests draw from
+
 BuiltinOperator = schema.BuiltinOperator
-BuiltinOptions = schema.BuiltinOptions
 TensorType = schema.TensorType
 
-ACTIVATIONS = {
-    "NONE": schema.ActivationFunctionType.NONE,
-    "RELU": schema.ActivationFunctionType.RELU,
-    "RELU_N1_TO_1": schema.ActivationFunctionType.RELU_N1_TO_1,
-    "RELU6": schema.ActivationFunctionType.RELU6,
-}
-PADDINGS = {"SAME": schema.Padding.SAME, "VALID": schema.Padding.VALID}
-
-_NP_TO_TFL = {
-    np.dtype(np.int8): TensorType.INT8,
-    np.dtype(np.int32): TensorType.INT32,
-    np.dtype(np.float32): TensorType.FLOAT32,
-    np.dtype(np.int16): TensorType.INT16,
-    np.dtype(np.int64): TensorType.INT64,
-}
-_TFL_TO_NP = {v: k for k, v in _NP_TO_TFL.items()}
-
-
-def _as_list(v):
-    return [float(s) for s in np.atleast_1d(np.asarray(v, dtype=np.float64))]
+_TFL_TO_NP = {code: np.dtype(name) for code, name in tflite_edit.TYPE_NAMES.items()}
 
 
 def same_padding_out(size: int, kernel: int, stride: int, dilation: int = 1) -> int:
@@ -70,46 +53,35 @@ def conv_out(size: int, kernel: int, stride: int, dilation: int, padding: str) -
 
 
 class GraphBuilder:
-    """Accumulates tensors, buffers and operators of one subgraph; ``finish`` packs the model."""
+    """Builds one subgraph op by op on a ``TfliteModel``; ``finish`` packs the model."""
 
     def __init__(self, name: str = "main"):
-        self.name = name
-        self.tensors: list[schema.TensorT] = []
-        self.buffers: list[schema.BufferT] = [schema.BufferT()]  # buffer 0: empty by convention
-        self.operators: list[schema.OperatorT] = []
-        self.opcodes: list[int] = []  # builtin codes, index = opcode index
-        self.inputs: list[int] = []
-        self.outputs: list[int] = []
+        self.model = TfliteModel.empty(name, description="zo-edge test model")
+
+    @property
+    def tensors(self) -> list:
+        return self.model.tensors
+
+    @property
+    def operators(self) -> list:
+        """The subgraph's OperatorT objects (tests damage them on purpose)."""
+        return self.model.sg.operators
+
+    @property
+    def inputs(self) -> list[int]:
+        return self.model.sg.inputs
+
+    @property
+    def outputs(self) -> list[int]:
+        return self.model.sg.outputs
 
     # ------------------------------------------------------------------ tensors
 
     def tensor(self, shape, dtype, scale=None, zero_point=None, quantized_dimension=0, data=None,
                name=None) -> int:
         """Adds a tensor; ``data`` (a numpy array) makes it constant. Returns its index."""
-        t = schema.TensorT()
-        t.shape = [int(d) for d in shape]
-        t.type = _NP_TO_TFL[np.dtype(dtype)]
-        t.name = (name or f"t{len(self.tensors)}").encode()
-        if scale is not None:
-            q = schema.QuantizationParametersT()
-            q.scale = _as_list(scale)
-            zp = np.atleast_1d(np.asarray(0 if zero_point is None else zero_point, dtype=np.int64))
-            if zp.size == 1 and len(q.scale) > 1:
-                zp = np.repeat(zp, len(q.scale))
-            q.zeroPoint = [int(z) for z in zp]
-            q.quantizedDimension = int(quantized_dimension)
-            t.quantization = q
-        if data is not None:
-            arr = np.array(data, dtype=dtype, order="C")
-            assert list(arr.shape) == t.shape, (arr.shape, t.shape)
-            buf = schema.BufferT()
-            buf.data = np.frombuffer(arr.tobytes(), dtype=np.uint8)
-            self.buffers.append(buf)
-            t.buffer = len(self.buffers) - 1
-        else:
-            t.buffer = 0
-        self.tensors.append(t)
-        return len(self.tensors) - 1
+        return self.model.add_tensor(shape, dtype, scale=scale, zero_point=zero_point,
+                                     quantized_dimension=quantized_dimension, data=data, name=name)
 
     def shape_of(self, idx: int) -> list[int]:
         return list(self.tensors[idx].shape)
@@ -153,19 +125,9 @@ class GraphBuilder:
 
     # ------------------------------------------------------------------ operators
 
-    def _opcode(self, code: int) -> int:
-        if code not in self.opcodes:
-            self.opcodes.append(code)
-        return self.opcodes.index(code)
-
-    def op(self, code: int, inputs, outputs, options_type=0, options=None) -> None:
-        o = schema.OperatorT()
-        o.opcodeIndex = self._opcode(code)
-        o.inputs = [int(i) for i in inputs]
-        o.outputs = [int(i) for i in outputs]
-        o.builtinOptionsType = options_type
-        o.builtinOptions = options
-        self.operators.append(o)
+    def op(self, code: int, inputs, outputs, options=None) -> None:
+        """Appends builtin op ``code`` (a schema BuiltinOperator number) with its ``*OptionsT``."""
+        self.model.add_op(tflite_edit.builtin_names()[code], inputs, outputs, options)
 
     def _weights(self, w, w_scale, qdim):
         if isinstance(w, (int, np.integer)):
@@ -190,12 +152,7 @@ class GraphBuilder:
         oh = conv_out(h, kh, stride[0], dilation[0], padding)
         ow = conv_out(wd, kw, stride[1], dilation[1], padding)
         y = self.activation([n, oh, ow, o], out_scale, out_zp)
-        opt = schema.Conv2DOptionsT()
-        opt.padding = PADDINGS[padding]
-        opt.strideH, opt.strideW = int(stride[0]), int(stride[1])
-        opt.dilationHFactor, opt.dilationWFactor = int(dilation[0]), int(dilation[1])
-        opt.fusedActivationFunction = ACTIVATIONS[activation]
-        self.op(BuiltinOperator.CONV_2D, [x, w, b], [y], BuiltinOptions.Conv2DOptions, opt)
+        self.op(BuiltinOperator.CONV_2D, [x, w, b], [y], tflite_edit.conv2d_options(stride, padding, dilation, activation))
         return y
 
     def depthwise_conv2d(self, x, w, bias=None, *, stride=(1, 1), padding="SAME", dilation=(1, 1),
@@ -209,14 +166,8 @@ class GraphBuilder:
         oh = conv_out(h, kh, stride[0], dilation[0], padding)
         ow = conv_out(wd, kw, stride[1], dilation[1], padding)
         y = self.activation([n, oh, ow, oc], out_scale, out_zp)
-        opt = schema.DepthwiseConv2DOptionsT()
-        opt.padding = PADDINGS[padding]
-        opt.strideH, opt.strideW = int(stride[0]), int(stride[1])
-        opt.dilationHFactor, opt.dilationWFactor = int(dilation[0]), int(dilation[1])
-        opt.depthMultiplier = int(depth_multiplier)
-        opt.fusedActivationFunction = ACTIVATIONS[activation]
         self.op(BuiltinOperator.DEPTHWISE_CONV_2D, [x, w, b], [y],
-                BuiltinOptions.DepthwiseConv2DOptions, opt)
+                tflite_edit.depthwise_conv2d_options(stride, padding, dilation, depth_multiplier, activation))
         return y
 
     def fully_connected(self, x, w, bias=None, *, activation="NONE", keep_num_dims=False,
@@ -233,20 +184,15 @@ class GraphBuilder:
         else:
             ys = [int(np.prod(xs)) // i, o]
         y = self.activation(ys, out_scale, out_zp)
-        opt = schema.FullyConnectedOptionsT()
-        opt.fusedActivationFunction = ACTIVATIONS[activation]
-        opt.keepNumDims = bool(keep_num_dims)
         self.op(BuiltinOperator.FULLY_CONNECTED, [x, w, b], [y],
-                BuiltinOptions.FullyConnectedOptions, opt)
+                tflite_edit.fully_connected_options(activation, keep_num_dims))
         return y
 
     def add(self, a, b, *, activation="NONE", out_scale, out_zp) -> int:
         """ADD with numpy broadcasting of the two operands."""
         ys = list(np.broadcast_shapes(tuple(self.shape_of(a)), tuple(self.shape_of(b))))
         y = self.activation(ys, out_scale, out_zp)
-        opt = schema.AddOptionsT()
-        opt.fusedActivationFunction = ACTIVATIONS[activation]
-        self.op(BuiltinOperator.ADD, [a, b], [y], BuiltinOptions.AddOptions, opt)
+        self.op(BuiltinOperator.ADD, [a, b], [y], tflite_edit.add_options(activation))
         return y
 
     def mean(self, x, axes, *, keep_dims=False, out_scale=None, out_zp=None) -> int:
@@ -263,7 +209,7 @@ class GraphBuilder:
                             self.zp_of(x) if out_zp is None else out_zp)
         opt = schema.ReducerOptionsT()
         opt.keepDims = bool(keep_dims)
-        self.op(BuiltinOperator.MEAN, [x, axes_t], [y], BuiltinOptions.ReducerOptions, opt)
+        self.op(BuiltinOperator.MEAN, [x, axes_t], [y], opt)
         return y
 
     def _pool(self, code, x, filter_size, stride, padding, activation):
@@ -272,11 +218,11 @@ class GraphBuilder:
         ow = conv_out(w, filter_size[1], stride[1], 1, padding)
         y = self.activation([n, oh, ow, c], self.scale_of(x), self.zp_of(x))
         opt = schema.Pool2DOptionsT()
-        opt.padding = PADDINGS[padding]
+        opt.padding = getattr(schema.Padding, padding)
         opt.strideH, opt.strideW = int(stride[0]), int(stride[1])
         opt.filterHeight, opt.filterWidth = int(filter_size[0]), int(filter_size[1])
-        opt.fusedActivationFunction = ACTIVATIONS[activation]
-        self.op(code, [x], [y], BuiltinOptions.Pool2DOptions, opt)
+        opt.fusedActivationFunction = getattr(schema.ActivationFunctionType, activation)
+        self.op(code, [x], [y], opt)
         return y
 
     def average_pool2d(self, x, filter_size, *, stride=(1, 1), padding="VALID", activation="NONE") -> int:
@@ -316,29 +262,26 @@ class GraphBuilder:
         if options:
             opt = schema.ReshapeOptionsT()
             opt.newShape = ns
-        self.op(BuiltinOperator.RESHAPE, inputs, [y],
-                BuiltinOptions.ReshapeOptions if options else 0, opt)
+        self.op(BuiltinOperator.RESHAPE, inputs, [y], opt)
         return y
 
     def softmax(self, x, *, beta=1.0, out_scale=1.0 / 256, out_zp=-128) -> int:
         """SOFTMAX on the last axis (TFLM needs int8 output scale 1/256, zero point -128)."""
         y = self.activation(self.shape_of(x), out_scale, out_zp)
-        opt = schema.SoftmaxOptionsT()
-        opt.beta = float(beta)
-        self.op(BuiltinOperator.SOFTMAX, [x], [y], BuiltinOptions.SoftmaxOptions, opt)
+        self.op(BuiltinOperator.SOFTMAX, [x], [y], tflite_edit.softmax_options(beta))
         return y
 
     def quantize(self, x, *, out_scale, out_zp) -> int:
         """QUANTIZE float32->int8 or int8->int8 (requantise)."""
         y = self.activation(self.shape_of(x), out_scale, out_zp)
-        self.op(BuiltinOperator.QUANTIZE, [x], [y], BuiltinOptions.QuantizeOptions,
+        self.op(BuiltinOperator.QUANTIZE, [x], [y],
                 schema.QuantizeOptionsT())
         return y
 
     def dequantize(self, x) -> int:
         """DEQUANTIZE int8->float32."""
         y = self.tensor(self.shape_of(x), np.float32)
-        self.op(BuiltinOperator.DEQUANTIZE, [x], [y], BuiltinOptions.DequantizeOptions,
+        self.op(BuiltinOperator.DEQUANTIZE, [x], [y],
                 schema.DequantizeOptionsT())
         return y
 
@@ -347,7 +290,7 @@ class GraphBuilder:
         y = self.tensor([len(self.shape_of(x))], np.int32)
         opt = schema.ShapeOptionsT()
         opt.outType = TensorType.INT32
-        self.op(BuiltinOperator.SHAPE, [x], [y], BuiltinOptions.ShapeOptions, opt)
+        self.op(BuiltinOperator.SHAPE, [x], [y], opt)
         return y
 
     def strided_slice(self, x, begin, end, strides, *, begin_mask=0, end_mask=0,
@@ -380,8 +323,7 @@ class GraphBuilder:
         y = self.tensor(ys, dt, list(q.scale), list(q.zeroPoint)) if q is not None else self.tensor(ys, dt)
         opt = schema.StridedSliceOptionsT()
         opt.beginMask, opt.endMask, opt.shrinkAxisMask = int(begin_mask), int(end_mask), int(shrink_axis_mask)
-        self.op(BuiltinOperator.STRIDED_SLICE, [x, bt, et, st_t], [y],
-                BuiltinOptions.StridedSliceOptions, opt)
+        self.op(BuiltinOperator.STRIDED_SLICE, [x, bt, et, st_t], [y], opt)
         return y
 
     def pack(self, xs, *, axis=0) -> int:
@@ -394,7 +336,7 @@ class GraphBuilder:
         y = self.tensor(ys, dt, list(q.scale), list(q.zeroPoint)) if q is not None else self.tensor(ys, dt)
         opt = schema.PackOptionsT()
         opt.valuesCount, opt.axis = len(xs), int(axis)
-        self.op(BuiltinOperator.PACK, list(xs), [y], BuiltinOptions.PackOptions, opt)
+        self.op(BuiltinOperator.PACK, list(xs), [y], opt)
         return y
 
     def flatten(self, x, *, out_shape=None) -> int:
@@ -412,28 +354,7 @@ class GraphBuilder:
 
     def finish(self) -> bytes:
         """Serialises the model (schema version 3, identifier TFL3)."""
-        sg = schema.SubGraphT()
-        sg.tensors = self.tensors
-        sg.inputs = list(self.inputs)
-        sg.outputs = list(self.outputs)
-        sg.operators = self.operators
-        sg.name = self.name.encode()
-        codes = []
-        for code in self.opcodes:
-            oc = schema.OperatorCodeT()
-            oc.builtinCode = int(code)
-            oc.deprecatedBuiltinCode = min(int(code), 127)
-            oc.version = 1
-            codes.append(oc)
-        model = schema.ModelT()
-        model.version = 3
-        model.operatorCodes = codes
-        model.subgraphs = [sg]
-        model.buffers = self.buffers
-        model.description = b"zo-edge test model"
-        b = flatbuffers.Builder(0)
-        b.Finish(model.Pack(b), file_identifier=b"TFL3")
-        return bytes(b.Output())
+        return self.model.pack()
 
 
 # ---------------------------------------------------------------------- random helpers

@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 COMMANDS = {
     "data": "zo_edge.commands:data",
     "build": "zo_edge.commands:build",
+    "inspect": "zo_edge.commands:inspect_cmd",
     "simulate": "sim.cli:simulate",
     "compare": "sim.cli:compare",
     "export": "firmware_export.cli:export_cmd",

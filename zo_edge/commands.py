@@ -1,4 +1,4 @@
-"""The core's commands: data, build, profile, demo, and the engine tools infer and verify.
+"""The core's commands: data, build, inspect, profile, demo, and the engine tools infer and verify.
 
 Each is a thin layer: parse, check the outputs may be written (``zo_edge.outputs``), call the module
 that does the job, print. Heavy imports happen inside the commands.
@@ -152,6 +152,27 @@ def build(out_dir, dataset, data_file, model_file, tflite_file, arch, scenario, 
     click.echo(f"{out_dir}: {run.settings.get('arch') or run.settings.get('source')} on {run.settings['dataset']}/"
                f"{run.settings['scenario']}, {len(plan.adapters)} adapter(s), {run.num_classes} classes; see "
                "run.json and quantization.txt")
+
+
+# -- inspect --------------------------------------------------------------------------------------
+@click.command("inspect")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (ops, tensors, candidates).")
+def inspect_cmd(model, as_json):
+    """List an int8 .tflite's ops and tensors, the tensors that can take an adapter and the classifier.
+
+    \b
+    Choose for `zo-edge build --tflite MODEL`:
+      --adapter-at TENSOR[,TENSOR...]   by index or name (the "adapter" column)
+      --classifier OP                   a FULLY_CONNECTED op (default: the last one)
+    """
+    from zo_edge.inspect import format_inspection, inspect_model
+
+    info = inspect_model(model.read_bytes(), source=str(model))
+    if as_json:
+        echo_json(info)
+    else:
+        click.echo(format_inspection(info), nl=False)
 
 
 # -- engine tools ---------------------------------------------------------------------------------

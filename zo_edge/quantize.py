@@ -37,10 +37,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from zo_edge import litert
 from zo_edge.errors import ZoEdgeError
-from zo_edge.qgraph import builtin_op_names
-from zo_edge.tflite_check import check_structure
+from zo_edge.tflite_edit import TYPE_NAMES as _TYPE_NAMES
+from zo_edge.tflite_edit import TfliteModel as _Graph
+from zo_edge.tflite_edit import pack_model as _pack
 from zo_edge.kernels.fixedpoint import round_half_away
 from zo_edge.kernels.quantize import affine_quantize
 from zo_edge.plan import Adapter, Classifier, Plan
@@ -93,103 +93,15 @@ class QuantizedModel:
         return {"config": self.config, "plan": self.plan.to_json(), "checks": self.checks, "tensors": self.report}
 
 
-_TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16",
-               9: "int8", 10: "float64"}
 _WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
-def _schema():
-    return litert.schema()
-
-
 # ----------------------------------------------------------------------------------------------------
-# flatbuffer access
+# flatbuffer access: zo_edge.tflite_edit, the one module that writes .tflite
 
 
-class _Graph:
-    """The first subgraph of a ModelT, with producer/consumer links."""
-
-    def __init__(self, model_t):
-        if not model_t.subgraphs or len(model_t.subgraphs) != 1:
-            raise ZoEdgeError("the converted model has more than one subgraph; zo-edge handles single-graph models only")
-        self.model = model_t
-        self.sg = model_t.subgraphs[0]
-        names = builtin_op_names()
-        self.ops = []
-        for op in self.sg.operators:
-            code = model_t.operatorCodes[op.opcodeIndex]
-            opname = names.get(max(int(code.builtinCode), int(code.deprecatedBuiltinCode)), "CUSTOM")
-            self.ops.append((opname, [int(i) for i in op.inputs], [int(i) for i in op.outputs], op))
-        self.producer, self.consumers = {}, {}
-        for k, (_, ins, outs, _) in enumerate(self.ops):
-            for t in outs:
-                self.producer[t] = k
-            for t in ins:
-                if t >= 0:
-                    self.consumers.setdefault(t, []).append(k)
-
-    @property
-    def tensors(self):
-        return self.sg.tensors
-
-    def name(self, t: int) -> str:
-        n = self.sg.tensors[t].name
-        return n.decode() if isinstance(n, bytes) else str(n)
-
-    def shape(self, t: int) -> list:
-        s = self.sg.tensors[t].shape
-        return [] if s is None else [int(d) for d in s]
-
-    def is_const(self, t: int) -> bool:
-        buf = self.model.buffers[self.sg.tensors[t].buffer]
-        return buf is not None and buf.data is not None and len(buf.data) > 0
-
-    def quant(self, t: int):
-        q = self.sg.tensors[t].quantization
-        if q is None or q.scale is None or len(q.scale) == 0:
-            return None
-        return (np.asarray(q.scale, dtype=np.float64), np.asarray(q.zeroPoint, dtype=np.int64), int(q.quantizedDimension))
-
-    def ancestors(self, t: int) -> set:
-        seen, stack = set(), [t]
-        while stack:
-            x = stack.pop()
-            if x in seen:
-                continue
-            seen.add(x)
-            k = self.producer.get(x)
-            if k is not None:
-                stack.extend(i for i in self.ops[k][1] if i >= 0)
-        return seen
-
-    def descendants(self, t: int) -> set:
-        seen, stack = set(), [t]
-        while stack:
-            x = stack.pop()
-            if x in seen:
-                continue
-            seen.add(x)
-            for k in self.consumers.get(x, []):
-                stack.extend(self.ops[k][2])
-        return seen
-
-
-def _parse(buf: bytes):
-    schema = _schema()
-    check_structure(bytes(buf), "the model")
-    try:
-        model_t = schema.ModelT.InitFromObj(schema.Model.GetRootAs(bytes(buf), 0))
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a damaged file
-        raise ZoEdgeError(f"not a readable .tflite flatbuffer ({exc.__class__.__name__}); re-create it with `zo-edge build`") from None
-    return _Graph(model_t)
-
-
-def _pack(model_t) -> bytes:
-    import flatbuffers
-
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model_t.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+def _parse(buf: bytes) -> _Graph:
+    return _Graph.from_bytes(buf, "the model")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -388,36 +300,7 @@ def _requantize_bias(bias: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.clip(q, -(2**31) + 1, 2**31 - 1).astype(np.int32)
 
 
-def _own_buffer(graph: _Graph, t: int) -> int:
-    """Give tensor ``t`` a buffer no other tensor shares (the converter may deduplicate constants)."""
-    schema = _schema()
-    b = graph.tensors[t].buffer
-    users = [i for i, tensor in enumerate(graph.tensors) if tensor.buffer == b]
-    if len(users) > 1:
-        new = schema.BufferT()
-        new.data = np.array(graph.model.buffers[b].data, dtype=np.uint8, copy=True)
-        graph.model.buffers.append(new)
-        graph.tensors[t].buffer = len(graph.model.buffers) - 1
-    buf = graph.model.buffers[graph.tensors[t].buffer]
-    if getattr(buf, "offset", 0) and buf.offset > 1:
-        raise ZoEdgeError("the converted model stores buffers outside the flatbuffer (a >2 GB model?); not supported")
-    return graph.tensors[t].buffer
-
-
-def _write_const(graph: _Graph, t: int, values: np.ndarray) -> None:
-    b = _own_buffer(graph, t)
-    expected = int(np.prod(graph.shape(t))) if graph.shape(t) else 1
-    values = np.ascontiguousarray(values).reshape(-1)
-    if values.size != expected:
-        raise AssertionError(f"tensor {t}: writing {values.size} values into {expected}")
-    want = {9: np.int8, 2: np.int32}[graph.tensors[t].type]
-    graph.model.buffers[b].data = np.frombuffer(values.astype(want).tobytes(), dtype=np.uint8).copy()
-
-
-def _read_const(graph: _Graph, t: int) -> np.ndarray:
-    dtype = {9: np.int8, 2: np.int32, 3: np.uint8, 7: np.int16, 4: np.int64}[graph.tensors[t].type]
-    data = np.asarray(graph.model.buffers[graph.tensors[t].buffer].data, dtype=np.uint8)
-    return np.frombuffer(data.tobytes(), dtype=dtype).reshape(graph.shape(t))
+_own_buffer, _write_const, _read_const = _Graph.own_buffer, _Graph.write_const, _Graph.read_const
 
 
 # ----------------------------------------------------------------------------------------------------
