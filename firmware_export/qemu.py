@@ -107,6 +107,7 @@ class AppOutput:
     empty_ticks: int = 0
     logits: dict = field(default_factory=dict)  # sample -> bytes
     infer_ticks: dict = field(default_factory=dict)  # sample -> ticks
+    op_ticks: dict = field(default_factory=dict)  # op index -> ticks (sample 0, one op at a time)
     step_ticks: dict = field(default_factory=dict)  # step -> ticks
     phase_instructions: dict = field(default_factory=dict)  # step -> {phase: instructions}, counted on the device
     states: dict = field(default_factory=dict)  # step -> bytes
@@ -135,6 +136,10 @@ class AppOutput:
     @property
     def infer_instructions(self) -> dict:
         return {i: self.instructions(t) for i, t in self.infer_ticks.items()}
+
+    @property
+    def op_instructions(self) -> dict:
+        return {i: self.instructions(t) for i, t in self.op_ticks.items()}
 
     @property
     def step_instructions(self) -> dict:
@@ -166,6 +171,8 @@ def parse_output(text: str) -> AppOutput:
                 out.empty_ticks = int(fields[2])
             elif tag == "I" and fields[1] == "infer":
                 out.infer_ticks[int(fields[2])] = int(fields[3])
+            elif tag == "O":
+                out.op_ticks[int(fields[1])] = int(fields[2])
             elif tag == "L":
                 out.logits[int(fields[1])] = bytes.fromhex(fields[2])
             elif tag == "T":

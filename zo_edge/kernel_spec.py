@@ -122,6 +122,14 @@ def _conv_scratch(f: dict, path: str, isa: str) -> int:
     return 0
 
 
+def _depthwise_scratch(f: dict, path: str, isa: str) -> int:
+    if isa == "dsp" and path == "3x3":  # one channel plane of int16, its width even
+        plane_h = (f["out_h"] - 1) * f["stride_h"] + 3
+        plane_w = _round_up((f["out_w"] - 1) * f["stride_w"] + 3, 2)
+        return 2 * plane_h * plane_w
+    return 0
+
+
 def _no_scratch(f: dict, path: str, isa: str) -> int:
     return 0
 
@@ -149,7 +157,7 @@ KERNELS = {
                         path=conv_path, scratch=_conv_scratch, weighted=True),
     "DEPTHWISE_CONV_2D": OpKernel("DEPTHWISE_CONV_2D", "conv", conv_fields,
                                   {"general": "zoedge_depthwise_conv_2d", "3x3": "zoedge_depthwise_conv_2d_3x3"},
-                                  path=depthwise_path, weighted=True),
+                                  path=depthwise_path, scratch=_depthwise_scratch, weighted=True),
     "FULLY_CONNECTED": OpKernel("FULLY_CONNECTED", "fully_connected", fully_connected_fields,
                                 {"general": "zoedge_fully_connected"}, weighted=True),
     "ADD": OpKernel("ADD", "add", add_fields, {"general": "zoedge_add"}),

@@ -39,29 +39,30 @@ void zoedge_conv_2d_1x1(const zoedge_conv_params *p, const int8_t *input, const 
 
 #elif ZOEDGE_ISA == ZOEDGE_ISA_DSP
 
-/* The position of element k in a column: within each whole group of four, elements 1 and 2 swap. */
-ZOEDGE_INLINE int32_t column_index(int32_t k, int32_t groups_end)
+/* The scratch holds the two columns interleaved, so that one pointer walks both: per whole group of
+ * four window elements, the 16 bytes [a0 a2 a1 a3 b0 b2 b1 b3] (int16, offset added); after the groups,
+ * the tail (size % 4 elements) of column a, then that of column b. */
+ZOEDGE_INLINE int32_t pair_index(int32_t k, int32_t column, int32_t groups_end, int32_t tail)
 {
-    return k < groups_end ? ((k & ~3) | ((k & 1) << 1) | ((k >> 1) & 1)) : k;
-}
-
-/* n input values (n a multiple of 4, starting a group) into the column at `dst`, offset added. */
-ZOEDGE_INLINE void expand_groups(int16_t *dst, const int8_t *src, int32_t n, int32_t offset2)
-{
-    for (int32_t k = 0; k < n; k += 4) {
-        const int32_t x = zoedge_read_s8x4(src + k);
-        zoedge_write_word(dst + k, __sxtab16(offset2, x));           /* elements 0, 2 */
-        zoedge_write_word(dst + k + 2, zoedge_sxtab16_ror8(offset2, x)); /* elements 1, 3 */
+    if (k < groups_end) {
+        return 2 * (k & ~3) + 4 * column + ((k & 1) << 1) + ((k >> 1) & 1);
     }
+    return 2 * groups_end + column * tail + (k - groups_end);
 }
 
-/* One column: the kernel_h x kernel_w x in_c window of output position (oy, ox), k = (ky, kx, ic). */
-static void fill_column(int16_t *col, const zoedge_conv_params *p, const int8_t *input, int32_t oy, int32_t ox)
+ZOEDGE_INLINE int32_t offset_pair(int32_t offset)
+{
+    return (int32_t)(((uint32_t)offset & 0xFFFFu) | ((uint32_t)offset << 16));
+}
+
+/* Column `column` of the pair at `cols`: the window of output position (oy, ox), k = (ky, kx, ic). */
+static void fill_column(int16_t *cols, int32_t column, const zoedge_conv_params *p, const int8_t *input,
+                        int32_t oy, int32_t ox)
 {
     const int32_t in_c = p->in_c;
     const int32_t size = p->kernel_h * p->kernel_w * in_c;
-    const int32_t groups_end = size & ~3;
-    const int32_t offset2 = (int32_t)(((uint32_t)p->input_offset & 0xFFFFu) | ((uint32_t)p->input_offset << 16));
+    const int32_t groups_end = size & ~3, tail = size - groups_end;
+    const int32_t offset2 = offset_pair(p->input_offset);
     const int32_t y0 = oy * p->stride_h - p->pad_top;
     const int32_t x0 = ox * p->stride_w - p->pad_left;
     int32_t k = 0;
@@ -71,11 +72,16 @@ static void fill_column(int16_t *col, const zoedge_conv_params *p, const int8_t 
             const int32_t ix = x0 + kx * p->dilation_w;
             const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
             const int8_t *pixel = input + (iy * p->in_w + ix) * in_c;
-            if ((in_c & 3) == 0 && inside) {
-                expand_groups(col + k, pixel, in_c, offset2);
+            if ((in_c & 3) == 0 && inside) { /* whole groups: four values per word read */
+                int16_t *dst = cols + 2 * k + 4 * column;
+                for (int32_t c = 0; c < in_c; c += 4, dst += 8) {
+                    const int32_t x = zoedge_read_s8x4(pixel + c);
+                    zoedge_write_word(dst, __sxtab16(offset2, x));
+                    zoedge_write_word(dst + 2, zoedge_sxtab16_ror8(offset2, x));
+                }
             } else {
                 for (int32_t c = 0; c < in_c; ++c) {
-                    col[column_index(k + c, groups_end)] = (int16_t)(inside ? pixel[c] + p->input_offset : 0);
+                    cols[pair_index(k + c, column, groups_end, tail)] = (int16_t)(inside ? pixel[c] + p->input_offset : 0);
                 }
             }
         }
@@ -83,45 +89,55 @@ static void fill_column(int16_t *col, const zoedge_conv_params *p, const int8_t 
 }
 
 /* The 1x1 path's column: one pixel, offset added. */
-static void fill_pixel_column(int16_t *col, const zoedge_conv_params *p, const int8_t *pixel)
+static void fill_pixel_column(int16_t *cols, int32_t column, const zoedge_conv_params *p, const int8_t *pixel)
 {
     const int32_t in_c = p->in_c;
-    const int32_t groups_end = in_c & ~3;
-    const int32_t offset2 = (int32_t)(((uint32_t)p->input_offset & 0xFFFFu) | ((uint32_t)p->input_offset << 16));
-    expand_groups(col, pixel, groups_end, offset2);
+    const int32_t groups_end = in_c & ~3, tail = in_c - groups_end;
+    const int32_t offset2 = offset_pair(p->input_offset);
+    int16_t *dst = cols + 4 * column;
+    for (int32_t c = 0; c < groups_end; c += 4, dst += 8) {
+        const int32_t x = zoedge_read_s8x4(pixel + c);
+        zoedge_write_word(dst, __sxtab16(offset2, x));
+        zoedge_write_word(dst + 2, zoedge_sxtab16_ror8(offset2, x));
+    }
     for (int32_t c = groups_end; c < in_c; ++c) {
-        col[c] = (int16_t)(pixel[c] + p->input_offset);
+        cols[2 * groups_end + column * tail + (c - groups_end)] = (int16_t)(pixel[c] + p->input_offset);
     }
 }
 
-/* acc[2][2] += columns a, b (int16, layout above) times filter rows w0, w1 over `size` elements. */
-ZOEDGE_INLINE void dot_2x2(const int16_t *a, const int16_t *b, const int8_t *w0, const int8_t *w1, int32_t size,
-                           int32_t acc[4])
+/* acc {a0, a1, b0, b1} += columns a, b times filter rows w0, w1 (a0 = a . w0, a1 = a . w1, ...), over
+ * `groups` whole groups of four; 18 instructions per group (16 multiply-accumulates). */
+ZOEDGE_INLINE void dot_2x2_groups(const int16_t *cols, const int8_t *w0, const int8_t *w1, int32_t groups,
+                                  int32_t acc[4])
 {
     int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
-    const int32_t groups_end = size & ~3;
-    int32_t k = 0;
-    for (; k < groups_end; k += 4) {
-        const int32_t wa = zoedge_read_s8x4(w0 + k);
-        const int32_t wb = zoedge_read_s8x4(w1 + k);
-        const int32_t wa02 = __sxtb16(wa), wa13 = zoedge_sxtb16_ror8(wa);
-        const int32_t wb02 = __sxtb16(wb), wb13 = zoedge_sxtb16_ror8(wb);
-        const int32_t ca02 = zoedge_read_word(a + k), ca13 = zoedge_read_word(a + k + 2);
-        const int32_t cb02 = zoedge_read_word(b + k), cb13 = zoedge_read_word(b + k + 2);
-        a0 = __smlad(wa02, ca02, a0);
-        a0 = __smlad(wa13, ca13, a0);
-        a1 = __smlad(wb02, ca02, a1);
-        a1 = __smlad(wb13, ca13, a1);
-        b0 = __smlad(wa02, cb02, b0);
-        b0 = __smlad(wa13, cb13, b0);
-        b1 = __smlad(wb02, cb02, b1);
-        b1 = __smlad(wb13, cb13, b1);
-    }
-    for (; k < size; ++k) {
-        a0 += w0[k] * a[k];
-        a1 += w1[k] * a[k];
-        b0 += w0[k] * b[k];
-        b1 += w1[k] * b[k];
+    if (groups > 0) {
+        int32_t c0, c1, c2, c3, t0, t1;
+        __asm volatile(
+            "1:\n\t"
+            "ldrd %[c0], %[c1], [%[cols]], #8\n\t"
+            "ldrd %[c2], %[c3], [%[cols]], #8\n\t"
+            "ldr %[t0], [%[w0]], #4\n\t"
+            "sxtb16 %[t1], %[t0]\n\t"
+            "sxtb16 %[t0], %[t0], ror #8\n\t"
+            "smlad %[a0], %[t1], %[c0], %[a0]\n\t"
+            "smlad %[a0], %[t0], %[c1], %[a0]\n\t"
+            "smlad %[b0], %[t1], %[c2], %[b0]\n\t"
+            "smlad %[b0], %[t0], %[c3], %[b0]\n\t"
+            "ldr %[t0], [%[w1]], #4\n\t"
+            "sxtb16 %[t1], %[t0]\n\t"
+            "sxtb16 %[t0], %[t0], ror #8\n\t"
+            "smlad %[a1], %[t1], %[c0], %[a1]\n\t"
+            "smlad %[a1], %[t0], %[c1], %[a1]\n\t"
+            "smlad %[b1], %[t1], %[c2], %[b1]\n\t"
+            "smlad %[b1], %[t0], %[c3], %[b1]\n\t"
+            "subs %[n], %[n], #1\n\t"
+            "bne 1b"
+            : [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1), [cols] "+r"(cols), [w0] "+r"(w0),
+              [w1] "+r"(w1), [n] "+r"(groups), [c0] "=&r"(c0), [c1] "=&r"(c1), [c2] "=&r"(c2), [c3] "=&r"(c3),
+              [t0] "=&r"(t0), [t1] "=&r"(t1)
+            :
+            : "cc", "memory");
     }
     acc[0] = a0;
     acc[1] = a1;
@@ -129,68 +145,65 @@ ZOEDGE_INLINE void dot_2x2(const int16_t *a, const int16_t *b, const int8_t *w0,
     acc[3] = b1;
 }
 
-/* Every output channel of one or two positions from their columns: out_a and out_b point at the
- * positions' first output channel (out_b NULL: one position, column b ignored). */
-static void columns_to_outputs(const zoedge_conv_params *p, const int16_t *col_a, const int16_t *col_b,
-                               const int8_t *filter, const int32_t *bias, int32_t size, int fast,
-                               int8_t *out_a, int8_t *out_b)
+ZOEDGE_INLINE int8_t requantize_fast(int32_t acc, int32_t m2, int32_t r_minus_1, int32_t offset2, int32_t act_min,
+                                     int32_t act_max)
 {
-    const int32_t offset2 = 2 * p->output_offset + 1;
-    for (int32_t oc = 0; oc < p->out_c; oc += 2) {
-        const int pair = oc + 1 < p->out_c;
-        const int32_t oc1 = pair ? oc + 1 : oc; /* an odd last channel runs twice, its copy discarded */
-        const int32_t bias0 = bias != NULL ? bias[oc] : 0, bias1 = bias != NULL ? bias[oc1] : 0;
-        int32_t acc[4] = {bias0, bias1, bias0, bias1};
-        dot_2x2(col_a, col_b, filter + oc * size, filter + oc1 * size, size, acc);
-        const int32_t channels[2] = {oc, oc1};
-        for (int32_t j = 0; j < 2; ++j) {
-            if (j == 1 && !pair) {
-                break;
-            }
-            const int32_t c = channels[j];
-            if (fast) {
-                const int32_t m2 = (int32_t)((uint32_t)p->multiplier[c] << 1);
-                const int32_t r_minus_1 = ~p->shift[c];
-                out_a[c] = (int8_t)zoedge_clamp(zoedge_requantize_negative_shift(acc[j], m2, r_minus_1, offset2),
-                                                p->act_min, p->act_max);
-                if (out_b != NULL) {
-                    out_b[c] = (int8_t)zoedge_clamp(
-                        zoedge_requantize_negative_shift(acc[2 + j], m2, r_minus_1, offset2), p->act_min, p->act_max);
-                }
-            } else {
-                out_a[c] = zoedge_requantize_ref(acc[j], p->multiplier[c], p->shift[c], p->output_offset,
-                                                 p->act_min, p->act_max);
-                if (out_b != NULL) {
-                    out_b[c] = zoedge_requantize_ref(acc[2 + j], p->multiplier[c], p->shift[c], p->output_offset,
-                                                     p->act_min, p->act_max);
-                }
-            }
-        }
-    }
+    return (int8_t)zoedge_clamp(zoedge_requantize_negative_shift(acc, m2, r_minus_1, offset2), act_min, act_max);
 }
 
-/* The scratch holds two columns of `size` int16, the second 8-byte aligned. */
-ZOEDGE_INLINE int32_t column_stride(int32_t size)
+/* Every output channel of two positions from their columns, written at out_a and out_b (the positions'
+ * first output channel). One position: column b is a copy of a and out_b == out_a, so the same bytes
+ * are written twice; an odd last channel likewise runs as a pair with itself. */
+static void columns_to_outputs(const zoedge_conv_params *p, const int16_t *cols, const int8_t *filter,
+                               const int32_t *bias, int32_t size, int fast, int8_t *out_a, int8_t *out_b)
 {
-    return (size + 3) & ~3;
+    const int32_t offset2 = 2 * p->output_offset + 1;
+    const int32_t groups = size >> 2, groups_end = size & ~3, tail = size - groups_end;
+    const int16_t *tail_a = cols + 2 * groups_end, *tail_b = tail_a + tail;
+    const int32_t act_min = p->act_min, act_max = p->act_max, out_c = p->out_c;
+    for (int32_t oc = 0; oc < out_c; oc += 2) {
+        const int32_t oc1 = oc + 1 < out_c ? oc + 1 : oc;
+        const int8_t *w0 = filter + oc * size, *w1 = filter + oc1 * size;
+        int32_t acc[4];
+        acc[0] = acc[2] = bias != NULL ? bias[oc] : 0;
+        acc[1] = acc[3] = bias != NULL ? bias[oc1] : 0;
+        dot_2x2_groups(cols, w0, w1, groups, acc);
+        for (int32_t k = 0; k < tail; ++k) {
+            acc[0] += w0[groups_end + k] * tail_a[k];
+            acc[1] += w1[groups_end + k] * tail_a[k];
+            acc[2] += w0[groups_end + k] * tail_b[k];
+            acc[3] += w1[groups_end + k] * tail_b[k];
+        }
+        if (fast) {
+            const int32_t m0 = (int32_t)((uint32_t)p->multiplier[oc] << 1), r0 = ~p->shift[oc];
+            const int32_t m1 = (int32_t)((uint32_t)p->multiplier[oc1] << 1), r1 = ~p->shift[oc1];
+            out_a[oc] = requantize_fast(acc[0], m0, r0, offset2, act_min, act_max);
+            out_b[oc] = requantize_fast(acc[2], m0, r0, offset2, act_min, act_max);
+            out_a[oc1] = requantize_fast(acc[1], m1, r1, offset2, act_min, act_max);
+            out_b[oc1] = requantize_fast(acc[3], m1, r1, offset2, act_min, act_max);
+        } else {
+            const int32_t m0 = p->multiplier[oc], s0 = p->shift[oc], m1 = p->multiplier[oc1], s1 = p->shift[oc1];
+            const int32_t zp = p->output_offset;
+            out_a[oc] = zoedge_requantize_ref(acc[0], m0, s0, zp, act_min, act_max);
+            out_b[oc] = zoedge_requantize_ref(acc[2], m0, s0, zp, act_min, act_max);
+            out_a[oc1] = zoedge_requantize_ref(acc[1], m1, s1, zp, act_min, act_max);
+            out_b[oc1] = zoedge_requantize_ref(acc[3], m1, s1, zp, act_min, act_max);
+        }
+    }
 }
 
 void zoedge_conv_2d(const zoedge_conv_params *p, const int8_t *input, const int8_t *filter,
                     const int32_t *bias, int8_t *output, void *scratch)
 {
     const int32_t size = p->kernel_h * p->kernel_w * p->in_c;
-    int16_t *col_a = (int16_t *)scratch;
-    int16_t *col_b = col_a + column_stride(size);
+    int16_t *cols = (int16_t *)scratch;
     const int fast = zoedge_all_shifts_negative(p->shift, p->out_c);
     const int32_t positions = p->out_h * p->out_w;
     for (int32_t pos = 0; pos < positions; pos += 2) {
-        const int two = pos + 1 < positions;
-        fill_column(col_a, p, input, pos / p->out_w, pos % p->out_w);
-        if (two) {
-            fill_column(col_b, p, input, (pos + 1) / p->out_w, (pos + 1) % p->out_w);
-        }
-        columns_to_outputs(p, col_a, two ? col_b : col_a, filter, bias, size, fast, output + pos * p->out_c,
-                           two ? output + (pos + 1) * p->out_c : NULL);
+        const int32_t second = pos + 1 < positions ? pos + 1 : pos;
+        fill_column(cols, 0, p, input, pos / p->out_w, pos % p->out_w);
+        fill_column(cols, 1, p, input, second / p->out_w, second % p->out_w);
+        columns_to_outputs(p, cols, filter, bias, size, fast, output + pos * p->out_c, output + second * p->out_c);
     }
 }
 
@@ -198,18 +211,14 @@ void zoedge_conv_2d_1x1(const zoedge_conv_params *p, const int8_t *input, const 
                         const int32_t *bias, int8_t *output, void *scratch)
 {
     const int32_t size = p->in_c;
-    int16_t *col_a = (int16_t *)scratch;
-    int16_t *col_b = col_a + column_stride(size);
+    int16_t *cols = (int16_t *)scratch;
     const int fast = zoedge_all_shifts_negative(p->shift, p->out_c);
     const int32_t positions = p->out_h * p->out_w;
     for (int32_t pos = 0; pos < positions; pos += 2) {
-        const int two = pos + 1 < positions;
-        fill_pixel_column(col_a, p, input + pos * size);
-        if (two) {
-            fill_pixel_column(col_b, p, input + (pos + 1) * size);
-        }
-        columns_to_outputs(p, col_a, two ? col_b : col_a, filter, bias, size, fast, output + pos * p->out_c,
-                           two ? output + (pos + 1) * p->out_c : NULL);
+        const int32_t second = pos + 1 < positions ? pos + 1 : pos;
+        fill_pixel_column(cols, 0, p, input + pos * size);
+        fill_pixel_column(cols, 1, p, input + second * size);
+        columns_to_outputs(p, cols, filter, bias, size, fast, output + pos * p->out_c, output + second * p->out_c);
     }
 }
 
