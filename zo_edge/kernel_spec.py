@@ -119,6 +119,8 @@ def _conv_scratch(f: dict, path: str, isa: str) -> int:
     size = f["kernel_h"] * f["kernel_w"] * f["in_c"]
     if isa == "dsp":  # two int16 im2col columns of `size`, each rounded up to 4 elements
         return 4 * _round_up(size, 4)
+    if isa == "mve" and path == "general":  # four int8 columns, each rounded up to 16
+        return 4 * _round_up(size, 16)
     return 0
 
 

@@ -18,6 +18,7 @@
 #include "zoedge_kernels.h"
 
 #include <stddef.h>
+#include <string.h>
 
 #include "zoedge_kernels_internal.h"
 
@@ -222,20 +223,108 @@ void zoedge_conv_2d_1x1(const zoedge_conv_params *p, const int8_t *input, const 
     }
 }
 
-#else /* ZOEDGE_ISA_MVE: not written yet, the reference loops */
+#else /* ZOEDGE_ISA_MVE */
+
+/* Up to four columns of `size` int8 and every filter row: VMLADAVA sums 16 products of int8 lanes per
+ * instruction into a scalar, VADDVA sums the filter row's lanes (its sum times the input offset is what
+ * the offset adds to each accumulator). Lanes past the end are loaded as zero (tail predication), which
+ * adds nothing. Outputs of column j go to out + j * stride; a column given twice computes (and stores)
+ * the same bytes twice. */
+static void columns_to_outputs(const zoedge_conv_params *p, const int8_t *const cols[4], const int8_t *filter,
+                               const int32_t *bias, int32_t size, int8_t *out, const uint32x4_t offsets)
+{
+    const int32x4_t act_min = vdupq_n_s32(p->act_min), act_max = vdupq_n_s32(p->act_max);
+    const int8_t *c0 = cols[0], *c1 = cols[1], *c2 = cols[2], *c3 = cols[3];
+    for (int32_t oc = 0; oc < p->out_c; ++oc) {
+        const int8_t *w = filter + oc * size;
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, row_sum = 0;
+        for (int32_t k = 0; k < size; k += 16) {
+            const mve_pred16_t lanes = vctp8q((uint32_t)(size - k));
+            const int8x16_t vw = vldrbq_z_s8(w + k, lanes);
+            row_sum = vaddvaq_s8(row_sum, vw);
+            a0 = vmladavaq_s8(a0, vldrbq_z_s8(c0 + k, lanes), vw);
+            a1 = vmladavaq_s8(a1, vldrbq_z_s8(c1 + k, lanes), vw);
+            a2 = vmladavaq_s8(a2, vldrbq_z_s8(c2 + k, lanes), vw);
+            a3 = vmladavaq_s8(a3, vldrbq_z_s8(c3 + k, lanes), vw);
+        }
+        int32x4_t acc = vdupq_n_s32(a0);
+        acc = vsetq_lane_s32(a1, acc, 1);
+        acc = vsetq_lane_s32(a2, acc, 2);
+        acc = vsetq_lane_s32(a3, acc, 3);
+        acc = vaddq_n_s32(acc, (bias != NULL ? bias[oc] : 0) + p->input_offset * row_sum);
+        vstrbq_scatter_offset_s32(out + oc, offsets, zoedge_requantize_mve(acc, p->multiplier[oc], p->shift[oc],
+                                                                           p->output_offset, act_min, act_max));
+    }
+}
+
+/* Column j of the four at `cols`: the window of output position (oy, ox) as stored, a padded tap holding
+ * the input zero point (so that with the offset it contributes 0). */
+static void fill_column(int8_t *col, const zoedge_conv_params *p, const int8_t *input, int32_t oy, int32_t ox)
+{
+    const int32_t in_c = p->in_c;
+    const int8_t pad = (int8_t)(-p->input_offset);
+    const int32_t y0 = oy * p->stride_h - p->pad_top;
+    const int32_t x0 = ox * p->stride_w - p->pad_left;
+    for (int32_t ky = 0; ky < p->kernel_h; ++ky) {
+        const int32_t iy = y0 + ky * p->dilation_h;
+        for (int32_t kx = 0; kx < p->kernel_w; ++kx, col += in_c) {
+            const int32_t ix = x0 + kx * p->dilation_w;
+            if (iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w) {
+                memcpy(col, input + (iy * p->in_w + ix) * in_c, (size_t)in_c);
+            } else {
+                memset(col, pad, (size_t)in_c);
+            }
+        }
+    }
+}
+
+/* The positions pos .. pos + 3 (the last one repeated past `positions`) as output offsets. */
+ZOEDGE_INLINE uint32x4_t position_offsets(int32_t pos, int32_t positions, int32_t out_c, int32_t index[4])
+{
+    uint32_t lanes[4];
+    for (int32_t j = 0; j < 4; ++j) {
+        index[j] = pos + j < positions ? pos + j : positions - 1;
+        lanes[j] = (uint32_t)((index[j] - pos) * out_c);
+    }
+    return vld1q_u32(lanes);
+}
 
 void zoedge_conv_2d(const zoedge_conv_params *p, const int8_t *input, const int8_t *filter,
                     const int32_t *bias, int8_t *output, void *scratch)
 {
-    (void)scratch;
-    zoedge_ref_conv_2d(p, input, filter, bias, output);
+    const int32_t size = p->kernel_h * p->kernel_w * p->in_c;
+    const int32_t stride = (size + 15) & ~15;
+    int8_t *scratch_cols = (int8_t *)scratch;
+    const int32_t positions = p->out_h * p->out_w;
+    for (int32_t pos = 0; pos < positions; pos += 4) {
+        int32_t index[4];
+        const uint32x4_t offsets = position_offsets(pos, positions, p->out_c, index);
+        const int8_t *cols[4];
+        for (int32_t j = 0; j < 4; ++j) {
+            cols[j] = scratch_cols + j * stride;
+            if (j == 0 || index[j] != index[j - 1]) {
+                fill_column(scratch_cols + j * stride, p, input, index[j] / p->out_w, index[j] % p->out_w);
+            } else {
+                cols[j] = cols[j - 1];
+            }
+        }
+        columns_to_outputs(p, cols, filter, bias, size, output + pos * p->out_c, offsets);
+    }
 }
 
 void zoedge_conv_2d_1x1(const zoedge_conv_params *p, const int8_t *input, const int8_t *filter,
                         const int32_t *bias, int8_t *output, void *scratch)
 {
     (void)scratch;
-    zoedge_ref_conv_2d_1x1(p, input, filter, bias, output);
+    const int32_t size = p->in_c;
+    const int32_t positions = p->out_h * p->out_w;
+    for (int32_t pos = 0; pos < positions; pos += 4) {
+        int32_t index[4];
+        const uint32x4_t offsets = position_offsets(pos, positions, p->out_c, index);
+        const int8_t *const cols[4] = {input + index[0] * size, input + index[1] * size, input + index[2] * size,
+                                       input + index[3] * size};
+        columns_to_outputs(p, cols, filter, bias, size, output + pos * p->out_c, offsets);
+    }
 }
 
 #endif

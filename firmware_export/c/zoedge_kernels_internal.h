@@ -147,4 +147,26 @@ ZOEDGE_INLINE int32_t zoedge_requantize_negative_shift(int32_t x, int32_t m2, in
 }
 #endif
 
+#if ZOEDGE_ISA == ZOEDGE_ISA_MVE
+#include <arm_mve.h>
+
+/* TFLM's MultiplyByQuantizedMultiplier on four lanes, one multiplier and shift for all of them, plus the
+ * output offset and the activation clamp (as CMSIS-NN's arm_requantize_mve, our own code):
+ *   - VSHL by a register wraps, as TFLM's int32 x * (1 << left_shift) does;
+ *   - VQRDMULH = saturate((2ab + 2^31) >> 32) = gemmlowp's SaturatingRoundingDoublingHighMul (the
+ *     nudged truncating division is this floor; both saturate exactly at INT32_MIN * INT32_MIN);
+ *   - RoundingDivideByPOT(x, r) = (x - [x < 0] + 2^(r-1)) >> r: VRSHL by -r adds 2^(r-1) and shifts
+ *     without overflow; subtracting 1 first from negative x saturates only at INT32_MIN, which no high
+ *     multiply with a multiplier below 2^31 returns. */
+ZOEDGE_INLINE int32x4_t zoedge_requantize_mve(int32x4_t acc, int32_t multiplier, int32_t shift, int32_t output_offset,
+                                              int32x4_t act_min, int32x4_t act_max)
+{
+    int32x4_t v = vqrdmulhq_n_s32(vshlq_r_s32(acc, shift > 0 ? shift : 0), multiplier);
+    if (shift < 0) {
+        v = vrshlq_n_s32(vqaddq_s32(v, vshrq_n_s32(v, 31)), shift);
+    }
+    return vminq_s32(vmaxq_s32(vaddq_n_s32(v, output_offset), act_min), act_max);
+}
+#endif
+
 #endif /* ZOEDGE_KERNELS_INTERNAL_H */
