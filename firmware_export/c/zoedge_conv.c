@@ -237,15 +237,38 @@ static void columns_to_outputs(const zoedge_conv_params *p, const int8_t *const 
     const int8_t *c0 = cols[0], *c1 = cols[1], *c2 = cols[2], *c3 = cols[3];
     for (int32_t oc = 0; oc < p->out_c; ++oc) {
         const int8_t *w = filter + oc * size;
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, row_sum = 0;
-        for (int32_t k = 0; k < size; k += 16) {
-            const mve_pred16_t lanes = vctp8q((uint32_t)(size - k));
-            const int8x16_t vw = vldrbq_z_s8(w + k, lanes);
-            row_sum = vaddvaq_s8(row_sum, vw);
-            a0 = vmladavaq_s8(a0, vldrbq_z_s8(c0 + k, lanes), vw);
-            a1 = vmladavaq_s8(a1, vldrbq_z_s8(c1 + k, lanes), vw);
-            a2 = vmladavaq_s8(a2, vldrbq_z_s8(c2 + k, lanes), vw);
-            a3 = vmladavaq_s8(a3, vldrbq_z_s8(c3 + k, lanes), vw);
+        /* VMLADAVA and VADDVA accumulate in even-numbered registers only */
+        register int32_t a0 __asm("r0") = 0;
+        register int32_t a1 __asm("r2") = 0;
+        register int32_t a2 __asm("r4") = 0;
+        register int32_t a3 __asm("r6") = 0;
+        register int32_t row_sum __asm("r8") = 0;
+        if (size > 0) {
+            /* 14 instructions per 16 elements of the four columns (64 multiply-accumulates); the loads
+             * are predicated on the elements left (VCTP), so the last pass reads nothing past the end */
+            const int8_t *pw = w, *p0 = c0, *p1 = c1, *p2 = c2, *p3 = c3;
+            int32_t left = size;
+            __asm volatile(
+                "1:\n\t"
+                "vctp.8 %[left]\n\t"
+                "vpstttt\n\t"
+                "vldrbt.8 q0, [%[pw]], #16\n\t"
+                "vldrbt.8 q1, [%[p0]], #16\n\t"
+                "vldrbt.8 q2, [%[p1]], #16\n\t"
+                "vldrbt.8 q3, [%[p2]], #16\n\t"
+                "vpst\n\t"
+                "vldrbt.8 q4, [%[p3]], #16\n\t"
+                "vaddva.s8 %[sum], q0\n\t"
+                "vmladava.s8 %[a0], q1, q0\n\t"
+                "vmladava.s8 %[a1], q2, q0\n\t"
+                "vmladava.s8 %[a2], q3, q0\n\t"
+                "vmladava.s8 %[a3], q4, q0\n\t"
+                "subs %[left], %[left], #16\n\t"
+                "bgt 1b"
+                : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [sum] "+r"(row_sum),
+                  [left] "+r"(left), [pw] "+r"(pw), [p0] "+r"(p0), [p1] "+r"(p1), [p2] "+r"(p2), [p3] "+r"(p3)
+                :
+                : "q0", "q1", "q2", "q3", "q4", "cc", "memory");
         }
         int32x4_t acc = vdupq_n_s32(a0);
         acc = vsetq_lane_s32(a1, acc, 1);
