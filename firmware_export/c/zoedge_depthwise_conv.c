@@ -9,7 +9,8 @@
  * their loads: per row, words A = (x0, x1) and B = (x2, x3) give out0 = A.(w0, w1) + x2 w2 and
  * out1 = x1 w0 + B.(w1, w2). Requantisation is TFLM's (zoedge_kernels_internal.h).
  *
- * The general path and the MVE build run the reference loops for now.
+ * MVE (Cortex-M55), both paths with depth multiplier 1: four channels per vector, int8 loaded into
+ * int32 lanes. The DSP general path and depth multipliers above 1 run the reference loops.
  */
 #include "zoedge_kernels.h"
 
@@ -17,10 +18,67 @@
 
 #include "zoedge_kernels_internal.h"
 
+#if ZOEDGE_ISA == ZOEDGE_ISA_MVE
+
+/* MVE, any geometry with depth multiplier 1: four channels per vector (int8 loaded into int32 lanes),
+ * each in-bounds tap one multiply and one add; requantised four channels at a time. */
+static void depthwise_mve(const zoedge_conv_params *p, const int8_t *input, const int8_t *filter,
+                          const int32_t *bias, int8_t *output)
+{
+    const int32_t channels = p->out_c;
+    const int32x4_t act_min = vdupq_n_s32(p->act_min), act_max = vdupq_n_s32(p->act_max);
+    for (int32_t oy = 0; oy < p->out_h; ++oy) {
+        const int32_t y0 = oy * p->stride_h - p->pad_top;
+        int32_t ky_begin = 0, ky_end = p->kernel_h; /* the window rows inside the input */
+        while (ky_begin < ky_end && y0 + ky_begin * p->dilation_h < 0) {
+            ++ky_begin;
+        }
+        while (ky_end > ky_begin && y0 + (ky_end - 1) * p->dilation_h >= p->in_h) {
+            --ky_end;
+        }
+        for (int32_t ox = 0; ox < p->out_w; ++ox) {
+            const int32_t x0 = ox * p->stride_w - p->pad_left;
+            int32_t kx_begin = 0, kx_end = p->kernel_w;
+            while (kx_begin < kx_end && x0 + kx_begin * p->dilation_w < 0) {
+                ++kx_begin;
+            }
+            while (kx_end > kx_begin && x0 + (kx_end - 1) * p->dilation_w >= p->in_w) {
+                --kx_end;
+            }
+            int8_t *out = output + (oy * p->out_w + ox) * channels;
+            for (int32_t c = 0; c < channels; c += 4) {
+                const mve_pred16_t lanes = vctp32q((uint32_t)(channels - c));
+                int32x4_t acc = bias != NULL ? vldrwq_z_s32(bias + c, lanes) : vdupq_n_s32(0);
+                for (int32_t ky = ky_begin; ky < ky_end; ++ky) {
+                    const int8_t *in = input + ((y0 + ky * p->dilation_h) * p->in_w + x0) * channels + c;
+                    const int8_t *w = filter + ky * p->kernel_w * channels + c;
+                    for (int32_t kx = kx_begin; kx < kx_end; ++kx) {
+                        const int32x4_t x = vldrbq_z_s32(in + kx * p->dilation_w * channels, lanes);
+                        const int32x4_t wk = vldrbq_z_s32(w + kx * channels, lanes);
+                        acc = vaddq_s32(acc, vmulq_s32(vaddq_n_s32(x, p->input_offset), wk));
+                    }
+                }
+                const int32x4_t v = zoedge_requantize_mve_lanes(acc, vldrwq_z_s32(p->multiplier + c, lanes),
+                                                                vldrwq_z_s32(p->shift + c, lanes), p->output_offset,
+                                                                act_min, act_max);
+                vstrbq_p_s32(out + c, v, lanes);
+            }
+        }
+    }
+}
+
+#endif
+
 void zoedge_depthwise_conv_2d(const zoedge_conv_params *p, const int8_t *input, const int8_t *filter,
                               const int32_t *bias, int8_t *output, void *scratch)
 {
     (void)scratch;
+#if ZOEDGE_ISA == ZOEDGE_ISA_MVE
+    if (p->depth_multiplier == 1) {
+        depthwise_mve(p, input, filter, bias, output);
+        return;
+    }
+#endif
     zoedge_ref_depthwise_conv_2d(p, input, filter, bias, output);
 }
 
@@ -115,8 +173,7 @@ void zoedge_depthwise_conv_2d_3x3(const zoedge_conv_params *p, const int8_t *inp
 void zoedge_depthwise_conv_2d_3x3(const zoedge_conv_params *p, const int8_t *input, const int8_t *filter,
                                   const int32_t *bias, int8_t *output, void *scratch)
 {
-    (void)scratch;
-    zoedge_ref_depthwise_conv_2d(p, input, filter, bias, output);
+    zoedge_depthwise_conv_2d(p, input, filter, bias, output, scratch);
 }
 
 #endif

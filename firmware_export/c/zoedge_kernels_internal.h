@@ -167,6 +167,19 @@ ZOEDGE_INLINE int32x4_t zoedge_requantize_mve(int32x4_t acc, int32_t multiplier,
     }
     return vminq_s32(vmaxq_s32(vaddq_n_s32(v, output_offset), act_min), act_max);
 }
+
+/* The same with one (multiplier, shift) pair per lane: left = max(shift, 0), and -r = min(shift, 0), whose
+ * sign bit masks the negative-value fixup to the lanes that shift right. */
+ZOEDGE_INLINE int32x4_t zoedge_requantize_mve_lanes(int32x4_t acc, int32x4_t multiplier, int32x4_t shift,
+                                                    int32_t output_offset, int32x4_t act_min, int32x4_t act_max)
+{
+    const int32x4_t zero = vdupq_n_s32(0);
+    const int32x4_t minus_right = vminq_s32(shift, zero);
+    int32x4_t v = vqrdmulhq_s32(vshlq_s32(acc, vmaxq_s32(shift, zero)), multiplier);
+    v = vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, minus_right), 31));
+    v = vrshlq_s32(v, minus_right);
+    return vminq_s32(vmaxq_s32(vaddq_n_s32(v, output_offset), act_min), act_max);
+}
 #endif
 
 #endif /* ZOEDGE_KERNELS_INTERNAL_H */
