@@ -138,7 +138,8 @@ def test_qemu_logits_are_the_engines_and_instruction_counts_are_exact(digits, bo
     counts = first.infer_instructions
     assert counts == second.infer_instructions  # deterministic (raw ticks may differ by one; counts do not)
     per_mac = [c / digits.macs for c in counts.values()]
-    assert all(2 < r < 30 for r in per_mac), per_mac  # reference int8 kernels: a few instructions per MAC
+    # reference loops (Cortex-M3) take a few instructions per MAC, the DSP kernels (M4F) under two
+    assert all((2 if board_name == "mps2-an385" else 0.5) < r < 30 for r in per_mac), per_mac
     assert max(counts.values()) - min(counts.values()) < 0.01 * min(counts.values())
 
     assert 64 < first.stack_bytes < STACK_BYTES
@@ -166,7 +167,7 @@ def test_ds_cnn_on_cortex_m4(ds_cnn):
     _assert_logits_equal(first, ds_cnn)
     assert first.calibration_instructions() == 2000
     assert first.infer_instructions == second.infer_instructions
-    assert all(2 < c / ds_cnn.macs < 30 for c in first.infer_instructions.values())
+    assert all(0.5 < c / ds_cnn.macs < 30 for c in first.infer_instructions.values())
     sizes = elf_sizes(elf)
     assert sizes["flash_bytes"] > 0 and sizes["ram_static_bytes"] >= ds_cnn.model.arena.size
 
