@@ -12,7 +12,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-LIBRARY = ("zoedge_model.o", "zoedge_kernels.o", "zoedge_fixed.o", "zoedge_train.o", "zoedge_persist.o")
+from zo_edge.kernel_spec import LIBRARY_SOURCES
+
+LIBRARY = tuple(s.replace(".c", ".o") for s in LIBRARY_SOURCES) + ("zoedge_model.o", "zoedge_fixed.o", "zoedge_train.o",
+                                                                  "zoedge_persist.o")
 RUNTIME = ("libgcc.a", "libc_nano.a", "libc.a")  # compiler helpers and memcpy/memset the library calls
 
 _SECTION = re.compile(r"^ (\.(?:text|rodata|data|bss)\S*|COMMON)(?:\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)\s+(\S+))?$")

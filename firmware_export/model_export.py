@@ -22,6 +22,7 @@ ops are folded away at export.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,16 +30,18 @@ import numpy as np
 
 from zo_edge.engine import Engine
 from zo_edge.errors import ZoEdgeError
-from zo_edge.kernels.add import LEFT_SHIFT
+from zo_edge import kernel_spec
 from zo_edge.planner import ALIAS_OPS, SHAPE_OPS, ArenaPlan, arena_roots, plan_training_arena, split_schedules
 from firmware_export.render import environment
 
 TEMPLATES = Path(__file__).parent / "templates"
-OUTPUT_FILES = ("zoedge_kernels.h", "zoedge_kernels.c", "zoedge_model.h", "zoedge_model.c", "host_infer_main.c")
+LIBRARY_DIR = Path(__file__).parent / "c"  # the kernels' C, copied verbatim (zo_edge/kernel_spec.py lists it)
+LIBRARY_FILES = kernel_spec.LIBRARY_HEADERS + kernel_spec.LIBRARY_SOURCES
+RENDERED_FILES = ("zoedge_model.h", "zoedge_model.c", "host_infer_main.c")
+OUTPUT_FILES = LIBRARY_FILES + RENDERED_FILES
 PER_ROW = 16  # numbers per line in the generated arrays
 
-KERNELS = {"CONV_2D": "conv_2d", "DEPTHWISE_CONV_2D": "depthwise_conv_2d", "FULLY_CONNECTED": "fully_connected",
-           "ADD": "add", "MEAN": "mean"}
+KERNELS = kernel_spec.KERNELS
 FOLDED_OPS = SHAPE_OPS  # shape plumbing: no arena buffer, no C
 C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t"}
 
@@ -65,54 +68,6 @@ def _c_type(tensor) -> str:
         raise ZoEdgeError(f"tensor {tensor.index} ({tensor.name}) is {np.dtype(tensor.dtype).name}; "
                           "the firmware kernels take int8 activations and weights and int32 biases")
     return ctype
-
-
-def _conv_fields(op, graph, p) -> dict:
-    x, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
-    w = p.window
-    if (w.out_h, w.out_w) != tuple(out.shape[1:3]):
-        raise ZoEdgeError(f"{op.opcode} (op {op.index}): output {out.shape} does not match its window")
-    return dict(in_h=x.shape[1], in_w=x.shape[2], in_c=x.shape[3], out_h=out.shape[1], out_w=out.shape[2],
-                out_c=out.shape[3], kernel_h=w.kernel_h, kernel_w=w.kernel_w, stride_h=w.stride_h,
-                stride_w=w.stride_w, dilation_h=w.dilation_h, dilation_w=w.dilation_w, pad_top=w.pad_top,
-                pad_left=w.pad_left, depth_multiplier=p.depth_multiplier, input_offset=-p.input_zero_point,
-                output_offset=p.output_zero_point, act_min=p.act_min, act_max=p.act_max)
-
-
-def _fully_connected_fields(op, graph, p) -> dict:
-    x, f = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
-    units, depth = f.shape
-    return dict(rows=int(np.prod(x.shape)) // depth, depth=depth, units=units, input_offset=-p.input_zero_point,
-                filter_offset=-p.filter_zero_point, output_offset=p.output_zero_point, act_min=p.act_min,
-                act_max=p.act_max, per_channel=int(len(p.multiplier) > 1))
-
-
-def _add_fields(op, graph, p) -> dict:
-    shapes = {graph.tensors[i].shape for i in op.inputs[:2] + op.outputs[:1]}
-    if len(shapes) != 1:
-        raise ZoEdgeError(f"ADD (op {op.index}) broadcasts {sorted(shapes)}; the firmware ADD takes equal shapes")
-    return dict(size=graph.tensors[op.outputs[0]].size_bytes, input1_offset=-p.input1_zero_point,
-                input2_offset=-p.input2_zero_point, output_offset=p.output_zero_point, left_shift=LEFT_SHIFT,
-                input1_multiplier=p.input1_multiplier, input1_shift=p.input1_shift,
-                input2_multiplier=p.input2_multiplier, input2_shift=p.input2_shift,
-                output_multiplier=p.output_multiplier, output_shift=p.output_shift, act_min=p.act_min,
-                act_max=p.act_max)
-
-
-def _mean_fields(op, graph, p) -> dict:
-    shape = graph.tensors[op.inputs[0]].shape
-    axes = list(p.axes)
-    if axes != list(range(axes[0], axes[-1] + 1)):
-        raise ZoEdgeError(f"MEAN (op {op.index}) reduces axes {axes}; the firmware MEAN reduces contiguous axes")
-    return dict(outer=int(np.prod(shape[: axes[0]])), count=p.count, inner=int(np.prod(shape[axes[-1] + 1 :])),
-                input_zero_point=p.input_zero_point, output_zero_point=p.output_zero_point,
-                multiplier=p.multiplier, shift=p.shift)
-
-
-FIELDS = {"conv_2d": _conv_fields, "depthwise_conv_2d": _conv_fields,
-          "fully_connected": _fully_connected_fields, "add": _add_fields, "mean": _mean_fields}
-WEIGHTED = {"conv_2d", "depthwise_conv_2d", "fully_connected"}
-PARAMS_TYPE = {"conv_2d": "conv", "depthwise_conv_2d": "conv"}  # zoedge_<type>_params; default: the kind
 
 
 def _check_supported(graph) -> None:
@@ -144,24 +99,32 @@ def _arena_roots(graph) -> dict:
     return root
 
 
-def _op_entry(step, graph, root: dict, prefix_ops: set) -> dict:
-    """One op of the schedule: its kernel, the parameter struct's fields and arrays, the tensors it takes."""
+def _op_entry(step, graph, root: dict, prefix_ops: set, where: dict) -> dict:
+    """One op of the schedule: its kernel function (the path ``zo_edge.kernel_spec`` chooses), the parameter
+    struct's fields and arrays, the tensors it takes, and its scratch per instruction set."""
     op, p = step.op, step.params
-    entry = dict(index=op.index, opcode=op.opcode, kind=KERNELS.get(op.opcode), in_prefix=op.index in prefix_ops,
-                 output=op.outputs[0] if op.outputs[0] in root else -1, args=[], fields={}, arrays=[])
+    entry = dict(index=op.index, opcode=op.opcode, kind="kernel", in_prefix=op.index in prefix_ops,
+                 output=op.outputs[0] if op.outputs[0] in root else -1, args=[], fields={}, arrays=[],
+                 scratch={isa: 0 for isa in kernel_spec.ISAS}, takes_scratch=False)
     if op.opcode in ALIAS_OPS or op.opcode in FOLDED_OPS:
         entry["kind"] = "alias" if op.opcode in ALIAS_OPS else "folded"
         return entry
-    kind = entry["kind"]
-    entry["fields"] = {k: int(v) for k, v in FIELDS[kind](op, graph, p).items()}
-    entry["params_type"] = PARAMS_TYPE.get(kind, kind)
-    if kind in WEIGHTED:
+    layer = kernel_spec.layer(op, graph, p)
+    entry.update(function=layer.function, path=layer.path, fields=layer.fields, params_type=layer.kernel.struct,
+                 scratch={isa: layer.scratch_bytes(isa) for isa in kernel_spec.ISAS},
+                 takes_scratch=layer.kernel.takes_scratch, layer=layer)
+    if layer.kernel.weighted:
         operands = (op.inputs + [-1])[:3]  # input, filter, bias (an omitted bias is NULL)
         entry["arrays"] = [dict(name="multiplier", values=_rows(p.multiplier)),
                            dict(name="shift", values=_rows(p.shift))]
         _check_accumulator(op, p, graph, operands)
+        if layer.kernel.weight_dependent_prepare and where.get(operands[1]) == "state":
+            raise ZoEdgeError(f"{op.opcode} (op {op.index}): the {layer.path} path prepares from its filter, "
+                              "which is trainable state here")
+    elif op.opcode in ("ADD",):
+        operands = op.inputs[:2]
     else:
-        operands = op.inputs[:1] if kind == "mean" else op.inputs[:2]  # MEAN's axes are in its fields
+        operands = op.inputs[:1]  # MEAN's axes are in its fields
     entry["args"] = operands + [op.outputs[0]]
     return entry
 
@@ -200,7 +163,10 @@ def build_context(graph, plan=None, trainable_roles=None) -> tuple[dict, ArenaPl
         tensors[index] = dict(index=index, where="state", name=name, bytes=t.size_bytes)
         state.append(dict(role=role, index=index, name=name, macro=name.upper(), ctype=_c_type(t),
                           size=int(t.data.size), bytes=t.size_bytes, shape=list(t.shape), rows=_rows(t.data)))
-    ops = [_op_entry(step, graph, root, prefix_ops) for step in engine.steps]
+    where = {t: v["where"] for t, v in tensors.items()}
+    ops = [_op_entry(step, graph, root, prefix_ops, where) for step in engine.steps]
+    scratch = {isa: kernel_spec.scratch_bytes([op["layer"] for op in ops if "layer" in op], isa)
+               for isa in kernel_spec.ISAS}
     constants = []
     for op in ops:
         for t in op["args"]:
@@ -220,7 +186,7 @@ def build_context(graph, plan=None, trainable_roles=None) -> tuple[dict, ArenaPl
 
     context = dict(
         source=Path(graph.source).name, num_ops=len(graph.ops), num_tensors=len(graph.tensors),
-        arena_size=arena.size, input=quant(graph.inputs[0]), logits=quant(graph.outputs[0]),
+        arena_size=arena.size, scratch=scratch, input=quant(graph.inputs[0]), logits=quant(graph.outputs[0]),
         constants=constants, state=state, ops=ops, tensors=tensors, boundary=boundary,
         roles=sorted((_identifier(r).upper(), int(i)) for r, i in roles.items()),
         tensor_table=[tensors.get(i, dict(index=i, where=None, bytes=0)) for i in range(len(graph.tensors))],
@@ -245,6 +211,8 @@ class ExportedModel:
     out_dir: Path
     files: list  # written paths
     arena: ArenaPlan
+    scratch: dict  # instruction set -> scratch bytes at the arena's end
+    layers: list  # (op index, zo_edge.kernel_spec.Layer) of every op with a kernel
     prefix_ops: list  # op indices
     boundary: list  # tensor indices the suffix reads from the prefix
     traced: list  # (op index, tensor index) of every op output that exists in C, in op order
@@ -264,12 +232,17 @@ def render_model(graph, plan, out_dir, trainable_roles=None) -> ExportedModel:
     out.mkdir(parents=True, exist_ok=True)
     env = _environment()
     files = []
-    for name in OUTPUT_FILES:
+    for name in LIBRARY_FILES:
+        path = out / name
+        shutil.copyfile(LIBRARY_DIR / name, path)
+        files.append(path)
+    for name in RENDERED_FILES:
         path = out / name
         path.write_text(env.get_template(name + ".j2").render(**context))
         files.append(path)
     return ExportedModel(
-        out_dir=out, files=files, arena=arena,
+        out_dir=out, files=files, arena=arena, scratch=dict(context["scratch"]),
+        layers=[(op["index"], op["layer"]) for op in context["ops"] if "layer" in op],
         prefix_ops=[op["index"] for op in context["ops"] if op["in_prefix"]],
         boundary=list(context["boundary"]),
         traced=[(op["index"], op["output"]) for op in context["ops"] if op["output"] >= 0],

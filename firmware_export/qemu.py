@@ -5,10 +5,12 @@ timeout (a firmware that hangs, e.g. with its stack outside RAM, must not hang t
 ``run_host`` runs a host build; ``parse_output`` turns the app's line records (documented in
 templates/app_main.c.j2) into numbers, with instruction counts from the FPGAIO counter's ticks.
 
-Counting: under ``-icount shift=10`` each instruction is 2^10 ns of virtual time and the 25 MHz
-counter advances 25.6 ticks per instruction. Ticks between two reads are floor differences, so they
-may differ by one from run to run (the counter's phase against the instruction clock), but
-round(ticks / 25.6) is the exact instruction count: the rounding error is below 1/25.6.
+Counting: under ``-icount shift=10`` each instruction is 2^10 ns of virtual time, and the FPGAIO
+counter advances 25.6 ticks per instruction at 25 MHz (mps2) or 20.48 at 20 MHz (mps2-an505,
+mps3-an547); the app reports which as ticks per 100 instructions. Ticks between two reads are floor
+differences, so they may differ by one from run to run (the counter's phase against the instruction
+clock), but round(ticks / 25.6) is the exact instruction count: the rounding error is below one tick,
+less than half an instruction.
 
 Console: QEMU 7.2 writes the semihosting console to its stderr unless told otherwise, mixed with its
 own messages; the command line below sends it to stdout through a chardev and turns the (unused)
@@ -29,7 +31,6 @@ from zo_edge.errors import ZoEdgeError
 
 QEMU = "qemu-system-arm"
 ICOUNT_SHIFT = 10
-TICKS_PER_10_INSTRUCTIONS = 256  # 25 MHz counter, 2^10 ns per instruction
 
 
 @dataclass
@@ -99,13 +100,14 @@ def run_host(exe, timeout_s: float = 60) -> RunResult:
 class AppOutput:
     board: str = ""
     cpu: str = ""
-    ticks_per_10: int = 0  # 0: no instruction counter
+    ticks_per_100: int = 0  # counter ticks per 100 instructions; 0: no instruction counter
     num_samples: int = 0
     num_steps: int = 0
     calibration: dict = field(default_factory=dict)  # iterations -> ticks
     empty_ticks: int = 0
     logits: dict = field(default_factory=dict)  # sample -> bytes
     infer_ticks: dict = field(default_factory=dict)  # sample -> ticks
+    op_ticks: dict = field(default_factory=dict)  # op index -> ticks (sample 0, one op at a time)
     step_ticks: dict = field(default_factory=dict)  # step -> ticks
     phase_instructions: dict = field(default_factory=dict)  # step -> {phase: instructions}, counted on the device
     states: dict = field(default_factory=dict)  # step -> bytes
@@ -115,7 +117,7 @@ class AppOutput:
 
     @property
     def counts_instructions(self) -> bool:
-        return self.ticks_per_10 > 0
+        return self.ticks_per_100 > 0
 
     def instructions(self, ticks: int) -> int:
         """Instructions in an interval of ``ticks``, the measurement's own cost (I empty) subtracted."""
@@ -124,9 +126,9 @@ class AppOutput:
     def _exact(self, ticks: int) -> int:
         if not self.counts_instructions:
             raise ZoEdgeError(f"the {self.board} build has no instruction counter")
-        value = ticks * 10 / self.ticks_per_10
+        value = ticks * 100 / self.ticks_per_100
         count = round(value)
-        if abs(value - count) * self.ticks_per_10 / 10 >= 1:  # a floor difference is within one tick
+        if abs(value - count) * self.ticks_per_100 / 100 >= 1:  # a floor difference is within one tick
             raise ZoEdgeError(f"{ticks} counter ticks are not a whole number of instructions: "
                               f"was QEMU run with -icount shift={ICOUNT_SHIFT}?")
         return count
@@ -134,6 +136,10 @@ class AppOutput:
     @property
     def infer_instructions(self) -> dict:
         return {i: self.instructions(t) for i, t in self.infer_ticks.items()}
+
+    @property
+    def op_instructions(self) -> dict:
+        return {i: self.instructions(t) for i, t in self.op_ticks.items()}
 
     @property
     def step_instructions(self) -> dict:
@@ -158,13 +164,15 @@ def parse_output(text: str) -> AppOutput:
         try:
             if tag == "H":
                 out.board, out.cpu = fields[1], fields[2]
-                out.ticks_per_10, out.num_samples, out.num_steps = (int(v) for v in fields[3:6])
+                out.ticks_per_100, out.num_samples, out.num_steps = (int(v) for v in fields[3:6])
             elif tag == "K":
                 out.calibration[int(fields[1])] = int(fields[2])
             elif tag == "I" and fields[1] == "empty":
                 out.empty_ticks = int(fields[2])
             elif tag == "I" and fields[1] == "infer":
                 out.infer_ticks[int(fields[2])] = int(fields[3])
+            elif tag == "O":
+                out.op_ticks[int(fields[1])] = int(fields[2])
             elif tag == "L":
                 out.logits[int(fields[1])] = bytes.fromhex(fields[2])
             elif tag == "T":

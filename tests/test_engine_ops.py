@@ -7,7 +7,8 @@ equal dtypes. Nothing here is loosened when it fails: a difference is an engine 
 are ruled out separately: every model runs in TFLM, and ``test_builder_shapes_agree_with_litert``
 checks the builder's shapes against LiteRT's own shape inference).
 
-Quantisation parameters are drawn to hit the edges: input/weight/output scales around 1e-6, 1e-2
+The single-op cases come from ``kernel_cases`` (shared with the C kernels' suite,
+``test_firmware_kernels.py``). Quantisation parameters are drawn to hit the edges: input/weight/output scales around 1e-6, 1e-2
 and 1e3, zero points at -128 and 127, per-channel weight scales spanning up to four decades,
 requantisation multipliers on both sides of 1 (including multipliers TFLM flushes to zero).
 Multipliers > 1 are kept small enough that TFLM's ``x * (1 << left_shift)`` cannot overflow int32,
@@ -21,18 +22,32 @@ import math
 import numpy as np
 import pytest
 
-from tflite_builder import (
-    ACTIVATIONS,
-    GraphBuilder,
-    log_uniform,
-    per_channel_scales,
-    rand_int8,
+from kernel_cases import (
+    ACTS,
+    ADD_SHAPES,
+    BATCH,
+    EXTREME,
+    EXTREME_OPS,
+    MEAN_CASES,
+    _left_shift,
+    add_case,
+    add_extreme_input_ratio_case,
+    conv2d_case,
+    conv_left_shift_overflow_case,
+    depthwise_conv2d_case,
+    extreme_scales_case,
+    fully_connected_case,
+    mean_case,
+    pick_scale,
+    pick_zp,
+    pool2d_case,
+    rand_weights,
+    softmax_case,
 )
+from tflite_builder import GraphBuilder, per_channel_scales, rand_int8
 
-BATCH = 8
 SEEDS = range(80)
 FEW_SEEDS = range(24)
-ACTS = list(ACTIVATIONS)
 
 # ---------------------------------------------------------------------------- running both sides
 
@@ -96,268 +111,45 @@ def run_both(g: GraphBuilder, inputs, capture=()):
     return eng_out, want_all
 
 
-# ---------------------------------------------------------------------------- random parameters
-
-
-def pick_scale(rng, regime=None) -> float:
-    """A scale from one of three regimes: tiny (~1e-6), normal (1e-3..1e-1), large (~1e3)."""
-    if regime is None:
-        regime = rng.choice(["tiny", "normal", "normal", "large"])
-    if regime == "tiny":
-        return float(log_uniform(rng, 3e-7, 3e-6))
-    if regime == "large":
-        return float(log_uniform(rng, 3e2, 3e3))
-    return float(log_uniform(rng, 1e-3, 1e-1))
-
-
-def pick_zp(rng) -> int:
-    r = rng.random()
-    if r < 0.2:
-        return -128
-    if r < 0.35:
-        return 127
-    return int(rng.integers(-128, 128))
-
-
-def pick_act(rng, out_scale: float, out_zp: int | None = None) -> str:
-    """A fused activation TFLM accepts for ``out_scale``: it quantises the clamp bounds (6 for
-    RELU6, 1 for RELU_N1_TO_1) and refuses models where that overflows int32. Given ``out_zp``,
-    combinations whose clamp range is a single value (RELU with zero point 127, ...) are drawn
-    only rarely."""
-    ok = [a for a, bound in (("NONE", 0), ("RELU", 0), ("RELU6", 6.0), ("RELU_N1_TO_1", 1.0))
-          if bound / out_scale < 2.0e9]
-    if out_zp is not None and rng.random() < 0.9:
-        def span(a):
-            lo, hi = {"NONE": (None, None), "RELU": (0.0, None), "RELU6": (0.0, 6.0),
-                      "RELU_N1_TO_1": (-1.0, 1.0)}[a]
-            qlo = -128 if lo is None else max(-128, out_zp + round(lo / out_scale))
-            qhi = 127 if hi is None else min(127, out_zp + round(hi / out_scale))
-            return qhi - qlo
-        ok = [a for a in ok if span(a) >= 2] or ok
-    return str(rng.choice(ok))
-
-
-def _left_shift(m: float) -> int:
-    """TFLM QuantizeMultiplier's exponent for a positive multiplier (frexp, q rounded to 2^31)."""
-    if m <= 0:
-        return 0
-    q, e = math.frexp(m)
-    if round(q * (1 << 31)) == (1 << 31):
-        e += 1
-    return max(e, 0)
-
-
-def safe_out_scale(out_scale: float, in_scale: float, w_scales, acc_bound: int) -> float:
-    """Raises ``out_scale`` (by powers of two) until TFLM's ``acc * (1 << left_shift)`` cannot
-    overflow int32 for any channel: keeps the ordinary tests clear of C undefined behaviour."""
-    w_max = float(np.max(w_scales))
-    while (acc_bound << _left_shift(np.float64(np.float32(in_scale)) * np.float64(np.float32(w_max))
-                                   / np.float64(np.float32(out_scale)))) >= (1 << 31) - 1:
-        out_scale *= 2.0
-    return out_scale
-
-
-def conv_scales(rng, n_out: int, k_elems: int, per_channel=True):
-    """(in_scale, in_zp, w_scales, out_scale, out_zp, bias) for a conv-like op with ``k_elems``
-    products per output. Multipliers mostly put the median channel's output spread near 64 LSB;
-    in a fifth of the draws the largest multiplier is 1..200, in a tenth one channel's is flushed
-    to zero by TFLM (< 2^-32); the per-channel spread (up to four decades) does the rest."""
-    s_in = pick_scale(rng)
-    zp_in = pick_zp(rng)
-    w_base = pick_scale(rng)
-    spread = float(rng.uniform(0.0, 4.0)) if per_channel else 0.0
-    w_scales = per_channel_scales(rng, n_out if per_channel else 1, w_base, spread)
-    typical = math.sqrt(k_elems) * 74.0 * 74.0
-    # output spread ~64 LSB for the median channel, sometimes far off (saturating / collapsing);
-    # the per-channel spread puts other channels' multipliers decades away on both sides
-    shift = rng.uniform(-1.0, 1.0) if rng.random() < 0.75 else rng.uniform(-3.0, 2.0)
-    s_out = s_in * w_base * typical / 64.0 * 10.0 ** shift
-    r = rng.random()
-    if r < 0.2:  # the largest channel multiplier in 1..200
-        s_out = s_in * float(np.max(w_scales)) / 10.0 ** rng.uniform(0.0, 2.3)
-    elif r < 0.3:  # one channel's multiplier below 2^-32: TFLM flushes it to zero
-        w_scales[int(rng.integers(len(w_scales)))] = s_out / s_in * 10.0 ** rng.uniform(-13, -10)
-    bias = rng.integers(-int(2 * typical), int(2 * typical) + 1, size=n_out).astype(np.int32)
-    if rng.random() < 0.15:
-        bias[:] = 0
-    acc_bound = k_elems * 255 * 128 + int(np.max(np.abs(bias.astype(np.int64))))
-    s_out = safe_out_scale(s_out, s_in, w_scales, acc_bound)
-    return s_in, zp_in, w_scales, s_out, pick_zp(rng), bias
-
-
-def rand_weights(rng, shape):
-    """Full-range int8 weights with a random fraction zeroed (sparser accumulators)."""
-    w = rand_int8(rng, shape)
-    if rng.random() < 0.3:
-        w[rng.random(shape) < 0.5] = 0
-    return w
-
-
-def spatial_case(rng, max_hw=9, max_k=3, max_stride=3, dilation=False):
-    h, w = (int(v) for v in rng.integers(1, max_hw + 1, size=2))
-    kh, kw = (int(v) for v in rng.integers(1, max_k + 1, size=2))
-    stride = tuple(int(v) for v in rng.integers(1, max_stride + 1, size=2))
-    dil = tuple(int(v) for v in rng.integers(1, 3, size=2)) if dilation and rng.random() < 0.5 else (1, 1)
-    padding = str(rng.choice(["SAME", "VALID"]))
-    if padding == "VALID":  # output must be non-empty
-        kh = min(kh, h)
-        kw = min(kw, w)
-        dil = tuple(d if (k - 1) * d + 1 <= s else 1 for d, k, s in zip(dil, (kh, kw), (h, w)))
-    return h, w, kh, kw, stride, dil, padding
-
-
 # ---------------------------------------------------------------------------- single ops
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_conv2d(seed):
-    rng = np.random.default_rng(1000 + seed)
-    h, w, kh, kw, stride, dil, padding = spatial_case(rng, dilation=True)
-    cin, cout = int(rng.integers(1, 5)), int(rng.integers(1, 6))
-    per_channel = rng.random() < 0.8
-    s_in, zp_in, w_scales, s_out, zp_out, bias = conv_scales(rng, cout, kh * kw * cin, per_channel)
-    g = GraphBuilder()
-    x = g.input([1, h, w, cin], scale=s_in, zero_point=zp_in)
-    y = g.conv2d(x, rand_weights(rng, [cout, kh, kw, cin]), bias, w_scale=w_scales, stride=stride,
-                 padding=padding, dilation=dil, activation=pick_act(rng, s_out, zp_out),
-                 out_scale=s_out, out_zp=zp_out)
-    g.output(y)
-    run_both(g, rand_int8(rng, [BATCH, h, w, cin]))
+    g, inputs = conv2d_case(np.random.default_rng(1000 + seed))
+    run_both(g, inputs)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_depthwise_conv2d(seed):
-    rng = np.random.default_rng(2000 + seed)
-    h, w, kh, kw, stride, dil, padding = spatial_case(rng, dilation=True)
-    cin, mult = int(rng.integers(1, 5)), int(rng.integers(1, 4))
-    cout = cin * mult
-    s_in, zp_in, w_scales, s_out, zp_out, bias = conv_scales(rng, cout, kh * kw, rng.random() < 0.8)
-    g = GraphBuilder()
-    x = g.input([1, h, w, cin], scale=s_in, zero_point=zp_in)
-    y = g.depthwise_conv2d(x, rand_weights(rng, [1, kh, kw, cout]), bias, w_scale=w_scales,
-                           stride=stride, padding=padding, dilation=dil, depth_multiplier=mult,
-                           activation=pick_act(rng, s_out, zp_out), out_scale=s_out, out_zp=zp_out)
-    g.output(y)
-    run_both(g, rand_int8(rng, [BATCH, h, w, cin]))
+    g, inputs = depthwise_conv2d_case(np.random.default_rng(2000 + seed))
+    run_both(g, inputs)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_fully_connected(seed):
-    rng = np.random.default_rng(3000 + seed)
-    keep = rng.random() < 0.3
-    n_out = int(rng.integers(1, 12))
-    if keep:
-        rows, n_in = int(rng.integers(1, 4)), int(rng.integers(1, 24))
-        in_shape = [1, rows, n_in]
-    else:
-        in_shape = [1] + [int(v) for v in rng.integers(1, 5, size=int(rng.integers(1, 4)))]
-        n_in = int(np.prod(in_shape))  # FC flattens the input to [1, n_in]
-    per_channel = rng.random() < 0.5
-    s_in, zp_in, w_scales, s_out, zp_out, bias = conv_scales(rng, n_out, n_in, per_channel)
-    use_bias = rng.random() < 0.85
-    g = GraphBuilder()
-    x = g.input(in_shape, scale=s_in, zero_point=zp_in)
-    wt = g.const_int8(rand_weights(rng, [n_out, n_in]), w_scales, 0, quantized_dimension=0)
-    y = g.fully_connected(x, wt, bias if use_bias else None, keep_num_dims=keep,
-                          activation=pick_act(rng, s_out, zp_out), out_scale=s_out, out_zp=zp_out)
-    g.output(y)
-    run_both(g, rand_int8(rng, [BATCH] + in_shape[1:]))
-
-
-def _add_scales(rng):
-    s1, s2 = pick_scale(rng), pick_scale(rng)
-    big = max(s1, s2)
-    # TFLM needs 2*max(s1, s2) / (2^20 * s_out) < 1
-    s_out = big * 10.0 ** (rng.uniform(-1.0, 1.0) if rng.random() < 0.75 else rng.uniform(-4.5, 1.5))
-    s_out = max(s_out, 2.0 * big / (1 << 20) * 1.01)
-    return s1, s2, s_out
-
-
-ADD_SHAPES = [
-    ([1, 4, 5, 3], [1, 4, 5, 3]),
-    ([1, 4, 5, 3], [1, 1, 1, 3]),
-    ([1, 1, 1, 3], [1, 4, 5, 3]),
-    ([1, 4, 1, 3], [1, 1, 5, 1]),
-    ([1, 4, 5, 1], [1, 4, 5, 3]),
-    ([1, 7], [1, 7]),
-    ([1, 7], [1, 1]),
-    ([1, 3, 6], [1, 3, 1]),
-]
+    g, inputs = fully_connected_case(np.random.default_rng(3000 + seed))
+    run_both(g, inputs)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_add(seed):
-    rng = np.random.default_rng(4000 + seed)
-    sa, sb = ADD_SHAPES[seed % len(ADD_SHAPES)]
-    s1, s2, s_out = _add_scales(rng)
-    variant = rng.choice(["inputs", "inputs", "swapped", "const", "self"])
-    g = GraphBuilder()
-    if variant == "swapped":  # graph inputs declared in the other order than ADD reads them
-        b = g.input(sb, scale=s2, zero_point=pick_zp(rng))
-        a = g.input(sa, scale=s1, zero_point=pick_zp(rng))
-    else:
-        a = g.input(sa, scale=s1, zero_point=pick_zp(rng))
-        if variant == "const":
-            b = g.const_int8(rand_int8(rng, sb), s2, pick_zp(rng))
-        elif variant == "self":  # x + x
-            b = a
-        else:
-            b = g.input(sb, scale=s2, zero_point=pick_zp(rng))
-    zp_out = pick_zp(rng)
-    y = g.add(a, b, activation=pick_act(rng, s_out, zp_out), out_scale=s_out, out_zp=zp_out)
-    g.output(y)
-    xa, xb = rand_int8(rng, [BATCH] + sa[1:]), rand_int8(rng, [BATCH] + sb[1:])
-    inputs = {"inputs": [xa, xb], "swapped": [xb, xa], "const": [xa], "self": [xa]}[variant]
+    g, inputs = add_case(np.random.default_rng(4000 + seed), ADD_SHAPES[seed % len(ADD_SHAPES)])
     run_both(g, inputs)
-
-
-MEAN_CASES = [
-    ([1, 4, 5, 3], [1, 2], True),
-    ([1, 4, 5, 3], [1, 2], False),
-    ([1, 4, 5, 3], [2, 1], True),
-    ([1, 4, 5, 3], [-1], False),
-    ([1, 4, 5, 3], [1], True),
-    ([1, 4, 5, 3], [3], True),
-    ([1, 4, 5, 3], [1, 2, 3], False),
-    ([1, 6, 4], [1], False),
-    ([1, 6, 4], [2], True),
-    ([1, 9], [1], True),
-]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_mean(seed):
-    rng = np.random.default_rng(5000 + seed)
-    shape, axes, keep = MEAN_CASES[seed % len(MEAN_CASES)]
-    shape = [1] + [int(rng.integers(1, 8)) for _ in shape[1:]]
-    s_in, zp_in = pick_scale(rng), pick_zp(rng)
-    mode = rng.choice(["same", "zp", "scale"])
-    if mode == "same":
-        s_out, zp_out = s_in, zp_in
-    elif mode == "zp":
-        s_out, zp_out = s_in, int(np.clip(zp_in + rng.integers(-40, 41), -128, 127))
-    else:
-        s_out, zp_out = s_in * 10.0 ** rng.uniform(-1, 1), pick_zp(rng)
-    g = GraphBuilder()
-    x = g.input(shape, scale=s_in, zero_point=zp_in)
-    g.output(g.mean(x, axes, keep_dims=keep, out_scale=s_out, out_zp=zp_out))
-    run_both(g, rand_int8(rng, [BATCH] + shape[1:]))
+    g, inputs = mean_case(np.random.default_rng(5000 + seed), MEAN_CASES[seed % len(MEAN_CASES)])
+    run_both(g, inputs)
 
 
 @pytest.mark.parametrize("kind", ["average_pool2d", "max_pool2d"])
 @pytest.mark.parametrize("seed", SEEDS)
 def test_pool2d(kind, seed):
     rng = np.random.default_rng(6000 + seed + (0 if kind == "max_pool2d" else 500))
-    h, w, kh, kw, stride, _, padding = spatial_case(rng, max_k=4)
-    if seed % 5 == 0:  # global pooling, as a classifier head uses it
-        kh, kw, stride, padding = h, w, (1, 1), "VALID"
-    c = int(rng.integers(1, 5))
-    s, zp = pick_scale(rng), pick_zp(rng)
-    g = GraphBuilder()
-    x = g.input([1, h, w, c], scale=s, zero_point=zp)
-    g.output(getattr(g, kind)(x, (kh, kw), stride=stride, padding=padding,
-                              activation=pick_act(rng, s, zp)))
-    run_both(g, rand_int8(rng, [BATCH, h, w, c]))
+    g, inputs = pool2d_case(rng, kind, global_pool=seed % 5 == 0)
+    run_both(g, inputs)
 
 
 @pytest.mark.parametrize("seed", FEW_SEEDS)
@@ -380,16 +172,8 @@ def test_reshape(seed):
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_softmax(seed):
-    rng = np.random.default_rng(8000 + seed)
-    shape = [[1, int(rng.integers(1, 20))],
-             [1, int(rng.integers(1, 4)), int(rng.integers(1, 12))],
-             [1, 2, 3, int(rng.integers(1, 10))]][seed % 3]
-    s_in = pick_scale(rng, rng.choice(["normal"] * 8 + ["tiny", "large"]))
-    beta = 1.0 if rng.random() < 0.5 else float(log_uniform(rng, 0.05, 5.0))
-    g = GraphBuilder()
-    x = g.input(shape, scale=s_in, zero_point=pick_zp(rng))
-    g.output(g.softmax(x, beta=beta))
-    run_both(g, rand_int8(rng, [BATCH] + shape[1:]))
+    g, inputs = softmax_case(np.random.default_rng(8000 + seed), seed)
+    run_both(g, inputs)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -516,73 +300,26 @@ def test_pack(seed):
 # ---------------------------------------------------------------------------- extreme multipliers
 
 
-EXTREME = [(a, b, c) for a in ("tiny", "large") for b in ("tiny", "large") for c in ("tiny", "large")]
-EXTREME_OPS = ["conv2d", "depthwise_conv2d", "fully_connected"]
-
-
 @pytest.mark.parametrize("regimes", EXTREME, ids=["-".join(r) for r in EXTREME])
 @pytest.mark.parametrize("op", EXTREME_OPS)
 def test_extreme_scales(op, regimes):
-    """Input, weight and output scales each ~1e-6 or ~1e3: multipliers from ~1e-15 (flushed to zero
-    by TFLM) up to the largest whose left shift cannot overflow int32 (the output scale is raised
-    until then)."""
+    """Input, weight and output scales each ~1e-6 or ~1e3 (``kernel_cases.extreme_scales_case``)."""
     rng = np.random.default_rng(18000 + 10 * EXTREME.index(regimes) + EXTREME_OPS.index(op))
-    s_in, w_base, s_out = (pick_scale(rng, r) for r in regimes)
-    cin, n_out, k = 3, 4, 2
-    zp_in = pick_zp(rng)
-    w_scales = per_channel_scales(rng, n_out if op != "depthwise_conv2d" else cin, w_base, 2.0)
-    bias = rng.integers(-5000, 5001, size=len(w_scales)).astype(np.int32)
-    g = GraphBuilder()
-    if op == "fully_connected":
-        x = g.input([1, 12], scale=s_in, zero_point=zp_in)
-        s_out = safe_out_scale(s_out, s_in, w_scales, 12 * 255 * 128 + 5000)
-        y = g.fully_connected(x, rand_int8(rng, [n_out, 12]), bias, w_scale=w_scales,
-                              out_scale=s_out, out_zp=pick_zp(rng), activation=pick_act(rng, s_out))
-        shape = [12]
-    elif op == "conv2d":
-        x = g.input([1, 5, 5, cin], scale=s_in, zero_point=zp_in)
-        s_out = safe_out_scale(s_out, s_in, w_scales, k * k * cin * 255 * 128 + 5000)
-        y = g.conv2d(x, rand_int8(rng, [n_out, k, k, cin]), bias, w_scale=w_scales, padding="SAME",
-                     out_scale=s_out, out_zp=pick_zp(rng), activation=pick_act(rng, s_out))
-        shape = [5, 5, cin]
-    else:
-        x = g.input([1, 5, 5, cin], scale=s_in, zero_point=zp_in)
-        s_out = safe_out_scale(s_out, s_in, w_scales, k * k * 255 * 128 + 5000)
-        y = g.depthwise_conv2d(x, rand_int8(rng, [1, k, k, cin]), bias, w_scale=w_scales,
-                               padding="VALID", out_scale=s_out, out_zp=pick_zp(rng),
-                               activation=pick_act(rng, s_out))
-        shape = [5, 5, cin]
-    g.output(y)
-    run_both(g, rand_int8(rng, [BATCH] + shape))
+    run_both(*extreme_scales_case(rng, op, regimes))
 
 
 @pytest.mark.parametrize("seed", range(8))
 def test_add_extreme_input_ratio(seed):
     """One ADD operand's scale ~1e9 times the other's: its TFLM multiplier is flushed to zero."""
-    rng = np.random.default_rng(15000 + seed)
-    s1, s2 = (pick_scale(rng, "tiny"), pick_scale(rng, "large"))[:: 1 if seed % 2 else -1]
-    s_out = max(s1, s2) * 10.0 ** rng.uniform(-4, 1)
-    g = GraphBuilder()
-    a = g.input([1, 3, 4], scale=s1, zero_point=pick_zp(rng))
-    b = g.input([1, 3, 4], scale=s2, zero_point=pick_zp(rng))
-    g.output(g.add(a, b, out_scale=s_out, out_zp=pick_zp(rng), activation=pick_act(rng, s_out)))
-    run_both(g, [rand_int8(rng, [BATCH, 3, 4]), rand_int8(rng, [BATCH, 3, 4])])
+    run_both(*add_extreme_input_ratio_case(np.random.default_rng(15000 + seed), flip=bool(seed % 2)))
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_conv_left_shift_overflow(seed):
-    """Multiplier 2^k (k = 8..30) with |acc| << (k + 1) overflowing int32: TFLM's
-    MultiplyByQuantizedMultiplier computes ``x * (1 << left_shift)`` in int32, which wraps on every
-    target we build for. (Multipliers >= 2^31 give left shifts >= 32, whose result differs between
-    x86, where TFLM's wheel runs, and Cortex-M: not tested.)"""
-    rng = np.random.default_rng(16000 + seed)
-    s_in, w = 1.0, 1.0
-    s_out = 2.0 ** -int(rng.integers(8, 31))
-    g = GraphBuilder()
-    x = g.input([1, 4, 4, 2], scale=s_in, zero_point=pick_zp(rng))
-    g.output(g.conv2d(x, rand_int8(rng, [3, 3, 3, 2]), rng.integers(-1000, 1000, 3).astype(np.int32),
-                      w_scale=np.full(3, w), padding="SAME", out_scale=s_out, out_zp=pick_zp(rng)))
-    run_both(g, rand_int8(rng, [BATCH, 4, 4, 2]))
+    """Multiplier 2^k (k = 8..30) with |acc| << (k + 1) overflowing int32, which TFLM wraps. (Multipliers
+    >= 2^31 give left shifts >= 32, whose result differs between x86, where TFLM's wheel runs, and
+    Cortex-M: not tested.)"""
+    run_both(*conv_left_shift_overflow_case(np.random.default_rng(16000 + seed)))
 
 
 @pytest.mark.parametrize("seed", range(4))

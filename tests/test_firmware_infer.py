@@ -24,21 +24,20 @@ from zo_edge.build import build_run, load_run
 from zo_edge.data import load_dataset
 from zo_edge.engine import Engine
 from zo_edge.errors import ZoEdgeError
+from zo_edge.kernel_spec import LIBRARY_SOURCES
 from zo_edge.plan import Classifier, Plan
 from zo_edge.qgraph import QGraph
 
 ZOO_RUNS = {"digits-cnn": dict(dataset="digits"), "ds-cnn": dict(dataset="spoken-digits")}
 TRACE_SAMPLES = 128  # samples whose every intermediate tensor is compared
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2"]
-LIBRARY = ["zoedge_kernels.c", "zoedge_model.c"]  # the firmware sources (the host program aside)
+LIBRARY = [*LIBRARY_SOURCES, "zoedge_model.c"]  # the firmware sources (the host program aside)
 ARM_TARGETS = {
     "cortex-m4f": ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"],
     "cortex-m3": ["-mcpu=cortex-m3", "-mthumb", "-mfloat-abi=soft"],
     "cortex-m0plus": ["-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"],
 }
-# what the library may call: memcpy, and the integer helpers (64-bit multiply/shift) of cores without them
-ALLOWED_CALLS = {"memcpy", "__aeabi_memcpy", "__aeabi_memcpy4", "__aeabi_lmul", "__aeabi_llsl", "__aeabi_llsr",
-                 "__aeabi_lasr"}
+from c_harness import ALLOWED_CALLS  # memcpy/memset and libgcc's integer helpers: no float, no libm
 
 
 def compile_host(fw, compiler: str = "gcc", extra=(), suffix: str = ""):
@@ -233,10 +232,10 @@ def test_kernels_beyond_the_zoo_equal_the_engine(tmp_path):
 def test_export_refuses_what_the_firmware_cannot_run(tmp_path):
     g = GraphBuilder()
     x = g.input([1, 4], scale=0.1, zero_point=0)
-    g.output(g.softmax(x))
-    softmax = QGraph.from_bytes(g.finish(), source="softmax.tflite")
-    with pytest.raises(ZoEdgeError, match="SOFTMAX, which the firmware export does not support"):
-        render_model(softmax, None, tmp_path)
+    g.output(g.dequantize(x))
+    dequantize = QGraph.from_bytes(g.finish(), source="dequantize.tflite")
+    with pytest.raises(ZoEdgeError, match="DEQUANTIZE, which the firmware export does not support"):
+        render_model(dequantize, None, tmp_path)
 
     g = GraphBuilder()
     x = g.input([1, 4], scale=0.1, zero_point=0)

@@ -29,13 +29,14 @@ from zo_edge.build import build_run, load_run
 from zo_edge.errors import ZoEdgeError
 from zo_edge.learners import LearnerConfig
 from zo_edge.learners.int8_learner import Int8Learner
+from zo_edge.kernel_spec import LIBRARY_SOURCES
 from zo_edge.qgraph import QGraph
 
 ZOO = {"digits": dict(dataset="digits"), "ds-cnn": dict(dataset="spoken-digits")}
 WARN = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
 MARK = ["-DZOEDGE_MARK(p)=zoedge_mark(p)"]  # the phase hooks, counted by host_train_main.c
 SANITIZE = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
-LIBRARY = ["zoedge_kernels.c", "zoedge_model.c", "zoedge_fixed.c"]
+LIBRARY = [*LIBRARY_SOURCES, "zoedge_model.c", "zoedge_fixed.c"]
 ARM_TARGETS = {
     "cortex-m4f": ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"],
     "cortex-m3": ["-mcpu=cortex-m3", "-mthumb", "-mfloat-abi=soft"],

@@ -1,0 +1,203 @@
+"""The firmware kernels as data: per op, its paths, the C function of each, its parameter struct and its scratch.
+
+One home for what the exported C (``firmware_export/c/zoedge_kernels.h``, the specification) and the
+Python that plans for it must agree on: ``firmware_export.model_export`` renders each layer's struct and
+its call from here, ``zo_edge.memory`` adds the scratch of the target's instruction set, and the tests run
+every path through every instruction set. It lives in ``zo_edge`` so the memory model reads it without
+importing ``firmware_export`` (as ``zo_edge.planner``).
+
+A layer's **path** is chosen once, at export, by a predicate on the engine's prepared parameters (the
+same parameters the simulator uses), and the export writes that path's function into ``run_op``: no
+dispatch at run time, and unused paths are not linked. The **instruction set** is chosen by the
+compiler (``__ARM_FEATURE_MVE``, ``__ARM_FEATURE_DSP``; ``ZOEDGE_KERNELS_REFERENCE`` forces the
+reference loops), so one exported folder builds for every core; what differs per instruction set is
+the scratch, which ``scratch_bytes`` gives for each (CMSIS-NN's ``*_get_buffer_size_dsp/_mve``).
+
+The trainable-weights rule: a path may not prepare anything from a filter at export when that filter
+is RAM state (training rewrites it). No path here prepares from weights (``weight_dependent_prepare``
+is False for all: the MVE paths sum filter rows inside the kernel), and ``model_export`` refuses one
+that would, should it be added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from zo_edge.errors import ZoEdgeError
+
+ISAS = ("ref", "dsp", "mve")  # ZOEDGE_ISA_REF, _DSP, _MVE in zoedge_kernels.h
+ADD_LEFT_SHIFT = 20  # int8 ADD (zo_edge.kernels.add.LEFT_SHIFT)
+
+# The library's C, copied verbatim into every export (firmware_export/c/).
+LIBRARY_HEADERS = ("zoedge_kernels.h", "zoedge_kernels_internal.h")
+LIBRARY_SOURCES = ("zoedge_kernels_ref.c", "zoedge_conv.c", "zoedge_depthwise_conv.c", "zoedge_fully_connected.c",
+                   "zoedge_add.c", "zoedge_pool.c")
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-int(n) // multiple) * multiple
+
+
+# -- parameter structs: the fields of zoedge_<struct>_params, from the engine's prepared parameters ------
+def conv_fields(op, graph, p) -> dict:
+    x, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
+    w = p.window
+    if (w.out_h, w.out_w) != tuple(out.shape[1:3]):
+        raise ZoEdgeError(f"{op.opcode} (op {op.index}): output {out.shape} does not match its window")
+    return dict(in_h=x.shape[1], in_w=x.shape[2], in_c=x.shape[3], out_h=out.shape[1], out_w=out.shape[2],
+                out_c=out.shape[3], kernel_h=w.kernel_h, kernel_w=w.kernel_w, stride_h=w.stride_h,
+                stride_w=w.stride_w, dilation_h=w.dilation_h, dilation_w=w.dilation_w, pad_top=w.pad_top,
+                pad_left=w.pad_left, depth_multiplier=p.depth_multiplier, input_offset=-p.input_zero_point,
+                output_offset=p.output_zero_point, act_min=p.act_min, act_max=p.act_max)
+
+
+def fully_connected_fields(op, graph, p) -> dict:
+    x, f = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
+    units, depth = f.shape
+    return dict(rows=int(np.prod(x.shape)) // depth, depth=depth, units=units, input_offset=-p.input_zero_point,
+                filter_offset=-p.filter_zero_point, output_offset=p.output_zero_point, act_min=p.act_min,
+                act_max=p.act_max, per_channel=int(len(p.multiplier) > 1))
+
+
+def add_fields(op, graph, p) -> dict:
+    shapes = {graph.tensors[i].shape for i in op.inputs[:2] + op.outputs[:1]}
+    if len(shapes) != 1:
+        raise ZoEdgeError(f"ADD (op {op.index}) broadcasts {sorted(shapes)}; the firmware ADD takes equal shapes")
+    return dict(size=graph.tensors[op.outputs[0]].size_bytes, input1_offset=-p.input1_zero_point,
+                input2_offset=-p.input2_zero_point, output_offset=p.output_zero_point, left_shift=ADD_LEFT_SHIFT,
+                input1_multiplier=p.input1_multiplier, input1_shift=p.input1_shift,
+                input2_multiplier=p.input2_multiplier, input2_shift=p.input2_shift,
+                output_multiplier=p.output_multiplier, output_shift=p.output_shift, act_min=p.act_min,
+                act_max=p.act_max)
+
+
+def mean_fields(op, graph, p) -> dict:
+    shape = graph.tensors[op.inputs[0]].shape
+    axes = list(p.axes)
+    if axes != list(range(axes[0], axes[-1] + 1)):
+        raise ZoEdgeError(f"MEAN (op {op.index}) reduces axes {axes}; the firmware MEAN reduces contiguous axes")
+    return dict(outer=int(np.prod(shape[: axes[0]])), count=p.count, inner=int(np.prod(shape[axes[-1] + 1 :])),
+                input_zero_point=p.input_zero_point, output_zero_point=p.output_zero_point,
+                multiplier=p.multiplier, shift=p.shift)
+
+
+def pool_fields(op, graph, p) -> dict:
+    x, out = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
+    w = p.window
+    if (w.out_h, w.out_w) != tuple(out.shape[1:3]):
+        raise ZoEdgeError(f"{op.opcode} (op {op.index}): output {out.shape} does not match its window")
+    if int(np.min(p.counts, initial=1)) < 1:
+        raise ZoEdgeError(f"{op.opcode} (op {op.index}) has a window with no input position in it")
+    return dict(in_h=x.shape[1], in_w=x.shape[2], channels=x.shape[3], out_h=w.out_h, out_w=w.out_w,
+                filter_h=w.kernel_h, filter_w=w.kernel_w, stride_h=w.stride_h, stride_w=w.stride_w,
+                pad_top=w.pad_top, pad_left=w.pad_left, act_min=p.act_min, act_max=p.act_max)
+
+
+def softmax_fields(op, graph, p) -> dict:
+    x = graph.tensors[op.inputs[0]]
+    depth = int(x.shape[-1])
+    return dict(rows=int(np.prod(x.shape)) // depth, depth=depth, input_multiplier=p.input_multiplier,
+                input_left_shift=p.input_left_shift, diff_min=p.diff_min)
+
+
+# -- paths --------------------------------------------------------------------------------------------
+def conv_path(f: dict) -> str:
+    """CONV_2D: "1x1" for a 1x1 kernel with stride 1 (no padding, every input pixel one output), else general."""
+    return "1x1" if (f["kernel_h"], f["kernel_w"], f["stride_h"], f["stride_w"]) == (1, 1, 1, 1) else "general"
+
+
+def depthwise_path(f: dict) -> str:
+    """DEPTHWISE_CONV_2D: "3x3" for a 3x3 kernel, depth multiplier 1 and no dilation, else general."""
+    shape = (f["kernel_h"], f["kernel_w"], f["depth_multiplier"], f["dilation_h"], f["dilation_w"])
+    return "3x3" if shape == (3, 3, 1, 1, 1) else "general"
+
+
+def _conv_scratch(f: dict, path: str, isa: str) -> int:
+    size = f["kernel_h"] * f["kernel_w"] * f["in_c"]
+    if isa == "dsp":  # two int16 im2col columns of `size`, each rounded up to 4 elements
+        return 4 * _round_up(size, 4)
+    if isa == "mve" and path == "general":  # four int8 columns, each rounded up to 16
+        return 4 * _round_up(size, 16)
+    return 0
+
+
+def _depthwise_scratch(f: dict, path: str, isa: str) -> int:
+    if isa == "dsp" and path == "3x3":  # one channel plane of int16, its width even
+        plane_h = (f["out_h"] - 1) * f["stride_h"] + 3
+        plane_w = _round_up((f["out_w"] - 1) * f["stride_w"] + 3, 2)
+        return 2 * plane_h * plane_w
+    return 0
+
+
+def _no_scratch(f: dict, path: str, isa: str) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class OpKernel:
+    """One op of the firmware: its parameter struct, the C function per path and what each needs."""
+
+    opcode: str
+    struct: str  # zoedge_<struct>_params
+    fields: Callable  # (op, graph, prepared params) -> {field: int}
+    functions: dict  # path -> C function
+    path: Callable = lambda fields: "general"
+    scratch: Callable = _no_scratch  # (fields, path, isa) -> bytes
+    weighted: bool = False  # takes filter and bias (and per-channel multiplier/shift arrays)
+    weight_dependent_prepare: bool = False  # would prepare from the filter at export (trainable-weights rule)
+
+    @property
+    def takes_scratch(self) -> bool:
+        return self.weighted
+
+
+KERNELS = {
+    "CONV_2D": OpKernel("CONV_2D", "conv", conv_fields, {"general": "zoedge_conv_2d", "1x1": "zoedge_conv_2d_1x1"},
+                        path=conv_path, scratch=_conv_scratch, weighted=True),
+    "DEPTHWISE_CONV_2D": OpKernel("DEPTHWISE_CONV_2D", "conv", conv_fields,
+                                  {"general": "zoedge_depthwise_conv_2d", "3x3": "zoedge_depthwise_conv_2d_3x3"},
+                                  path=depthwise_path, scratch=_depthwise_scratch, weighted=True),
+    "FULLY_CONNECTED": OpKernel("FULLY_CONNECTED", "fully_connected", fully_connected_fields,
+                                {"general": "zoedge_fully_connected"}, weighted=True),
+    "ADD": OpKernel("ADD", "add", add_fields, {"general": "zoedge_add"}),
+    "MEAN": OpKernel("MEAN", "mean", mean_fields, {"general": "zoedge_mean"}),
+    "AVERAGE_POOL_2D": OpKernel("AVERAGE_POOL_2D", "pool", pool_fields, {"general": "zoedge_average_pool_2d"}),
+    "MAX_POOL_2D": OpKernel("MAX_POOL_2D", "pool", pool_fields, {"general": "zoedge_max_pool_2d"}),
+    "SOFTMAX": OpKernel("SOFTMAX", "softmax", softmax_fields, {"general": "zoedge_softmax"}),
+}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer as the firmware runs it."""
+
+    kernel: OpKernel
+    fields: dict
+    path: str
+
+    @property
+    def function(self) -> str:
+        return self.kernel.functions[self.path]
+
+    def scratch_bytes(self, isa: str) -> int:
+        if isa not in ISAS:
+            raise ValueError(f"unknown instruction set {isa!r}; known: {', '.join(ISAS)}")
+        return int(self.kernel.scratch(self.fields, self.path, isa))
+
+
+def layer(op, graph, params) -> Layer:
+    """The kernel, struct fields and path of one op (``params``: the engine's prepared parameters)."""
+    kernel = KERNELS.get(op.opcode)
+    if kernel is None:
+        raise ZoEdgeError(f"{op.opcode} (op {op.index}) has no firmware kernel; supported: {', '.join(sorted(KERNELS))}")
+    fields = {k: int(v) for k, v in kernel.fields(op, graph, params).items()}
+    return Layer(kernel, fields, kernel.path(fields))
+
+
+def scratch_bytes(layers, isa: str) -> int:
+    """The scratch region of a model on an instruction set: the largest any one layer needs (one op runs at
+    a time), rounded up to 8 bytes."""
+    return _round_up(max((lay.scratch_bytes(isa) for lay in layers), default=0), 8)
