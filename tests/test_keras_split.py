@@ -25,12 +25,12 @@ _cache: dict = {}
 
 
 def _setup(arch, shape, position):
-    """A small zoo model whose zero-initialised adapter_up got random weights (so the adapter matters)."""
+    """A small zoo model whose zero-initialised adapter0_up got random weights (so the adapter matters)."""
     key = (arch, position)
     if key not in _cache:
         model = models.build_model(arch, shape, 10, adapter_position=position)
         rng = np.random.default_rng(1)
-        up = model.get_layer("adapter_up")
+        up = model.get_layer("adapter0_up")
         up.set_weights([rng.normal(0, 0.2, w.shape).astype(np.float32) for w in up.get_weights()])
         x = rng.normal(size=(12, *shape)).astype(np.float32)
         _cache[key] = (model, KerasSplit(model), x)
@@ -45,7 +45,7 @@ def _perturbed(params, seed, scale=0.1):
 @pytest.mark.parametrize("arch, shape, position", CONFIGS, ids=IDS)
 def test_features_with_current_params_reproduce_the_model(arch, shape, position):
     model, split, x = _setup(arch, shape, position)
-    assert split.adapter_names == ["adapter_down.kernel", "adapter_down.bias", "adapter_up.kernel", "adapter_up.bias"]
+    assert split.adapter_names == ["adapter0_down.kernel", "adapter0_down.bias", "adapter0_up.kernel", "adapter0_up.bias"]
     boundary = split.prefix(x, batch_size=5)  # several batches
     assert boundary[0].shape[0] == len(x) and len(boundary) == (1 if position == "after" else 2)
     W, b = split.classifier_params()
@@ -75,8 +75,8 @@ def test_features_with_given_params_match_the_model_with_those_weights(arch, sha
     for params, h_many in zip(variants, many):
         h = split.features(boundary, params)
         np.testing.assert_allclose(h, h_many, atol=1e-5, rtol=1e-5)
-        clone.get_layer("adapter_down").set_weights(params[:2])
-        clone.get_layer("adapter_up").set_weights(params[2:])
+        clone.get_layer("adapter0_down").set_weights(params[:2])
+        clone.get_layer("adapter0_up").set_weights(params[2:])
         np.testing.assert_allclose(h, np.asarray(features_of(x, training=False)), atol=1e-5, rtol=1e-5)
 
 
@@ -122,9 +122,9 @@ def test_loss_and_grads_match_finite_differences_and_mask_classes(arch, shape, p
 
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
-    clone.get_layer("adapter_down").set_weights(params[:2])
-    clone.get_layer("adapter_up").set_weights(params[2:])
-    variables = [*clone.get_layer("adapter_down").weights, *clone.get_layer("adapter_up").weights]
+    clone.get_layer("adapter0_down").set_weights(params[:2])
+    clone.get_layer("adapter0_up").set_weights(params[2:])
+    variables = [*clone.get_layer("adapter0_down").weights, *clone.get_layer("adapter0_up").weights]
     with tf.GradientTape() as tape:
         logits = tf.where(mask[None], clone(x, training=False), -np.inf)
         ref = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
