@@ -452,7 +452,7 @@ def fit_base_rows(model, task, *, epochs: int, seed: int, batch_size: int, learn
         train_model = keras.Model(model.inputs, head(layer.input), name=f"{model.name}_pretrain")
         frozen = [other for other in model.layers if is_adapter_layer(other.name)]
     else:
-        x_train = predict_logits(keras.Model(model.inputs, layer.input), x_train)  # the features, once
+        x_train = predict_logits(keras.Model(model.inputs[0], layer.input), x_train)  # the features, once
         features = keras.Input(shape=x_train.shape[1:], name="features")
         train_model = keras.Model(features, head(features), name=f"{model.name}_head")
         frozen = []

@@ -80,7 +80,7 @@ class KerasSplit:
 
         boundary = self._boundary_tensors(head.input)
         # Keras 3 builds sub-models from intermediate KerasTensors (it clones them into new inputs)
-        self._prefix_model = keras.Model(model.inputs, boundary, name=f"{model.name}_prefix")
+        self._prefix_model = keras.Model(model.inputs[0], boundary, name=f"{model.name}_prefix")
         self._rest = keras.Model(boundary, head.input, name=f"{model.name}_rest")
         self.feature_dim = int(head.input.shape[-1])
         self.num_classes = int(head.units)
