@@ -16,9 +16,10 @@ would mutate the model. So the model is split once, before its first adapter:
   statistics, Dropout off), and each adapter's ``down`` and ``up`` layer is replaced by the same
   pointwise projection with weight tensors given as arguments. The model's own variables are never
   written, and GradientTape can differentiate with respect to the given values.
-* ``features_many(boundary, params_list)``: V variants at once: the boundary is tiled V times and V is
-  folded into the batch axis, so every frozen layer runs once on [V·N, ...]; each adapter projection
-  uses its own variant's weights on its slice of the batch.
+* ``features_many(boundary, params_list)``: V variants at once, V folded into the batch axis, so every
+  frozen layer runs once on [V·N, ...]; each adapter projection uses its own variant's weights on its
+  slice of the batch. A boundary tensor is tiled V times when a frozen layer first reads it; an
+  adapter projection reading it broadcasts its N samples to the V kernels instead (no copy).
 * the classifier ``h @ W + b`` is left to the caller (its weights are the learner's state), except in
   ``loss_and_grads``, which takes W and b explicitly.
 
@@ -225,20 +226,32 @@ class KerasSplit:
         from keras.src.models.functional import operation_fn as keras_operation_fn
 
         v, n = tf.shape(params[0])[0], tf.shape(boundary[0])[0]
-        # the rest runs once on all variants: V copies of the batch, variant-major ([V*N, ...])
-        tiled = [tf.tile(b, [v] + [1] * (len(b.shape) - 1)) for b in boundary]
         given = {}
         for i, (down, up) in enumerate(zip(self._downs, self._ups)):
             given[id(down)] = params[4 * i : 4 * i + 2]
             given[id(up)] = params[4 * i + 2 : 4 * i + 4]
+        # The rest runs once on all variants, V folded into the batch ([V*N, ...], variant-major).
+        # Boundary tensors are N samples; each is tiled V times when a frozen layer first reads it
+        # (an adapter projection broadcasts over them instead, without the copy).
+        single = {id(b): b for b in boundary}
+        tiled = {}
+
+        def folded(t):
+            if id(t) not in single:
+                return t
+            if id(t) not in tiled:
+                tiled[id(t)] = tf.tile(t, [v] + [1] * (len(t.shape) - 1))
+            return tiled[id(t)]
 
         def operation(op):
             if id(op) in given:
-                return functools.partial(_pointwise, *given[id(op)], variants=v)
+                kernel, bias = given[id(op)]
+                return lambda x, *_, **__: _pointwise(kernel, bias, x, variants=v, shared=id(x) in single)
             # what Functional.call(training=False) does for every other layer
-            return keras_operation_fn(op, training=False)
+            call = keras_operation_fn(op, training=False)
+            return lambda *args, **kwargs: call(*tf.nest.map_structure(folded, args), **kwargs)
 
-        h = self._rest._run_through_graph(tiled, operation_fn=operation)
+        h = self._rest._run_through_graph(boundary, operation_fn=operation)
         h = h[0] if isinstance(h, (list, tuple)) else h
         return tf.reshape(h, [v, n, self.feature_dim])
 
@@ -262,14 +275,16 @@ class KerasSplit:
         return loss, grads, dW, db
 
 
-def _pointwise(kernel, bias, x, *_, variants, **__):
-    """A 1×1 Conv2D or Dense on the last axis of ``x`` [V*N, ..., Cin], variant v's slice of the batch
-    with kernel[v] ([1, 1, Cin, Cout] or [Cin, Cout]) and bias[v]: a batched matmul over the pixels."""
+def _pointwise(kernel, bias, x, variants, shared: bool):
+    """A 1×1 Conv2D or Dense on the last axis of ``x`` with V stacked kernels [V, 1, 1, Cin, Cout] or
+    [V, Cin, Cout] and biases [V, Cout]: a batched matmul over the pixels. ``x`` is [V*N, ..., Cin]
+    (variant v's slice of the batch meets kernel v) or, ``shared``, [N, ..., Cin] for every variant.
+    Returns [V*N, ..., Cout]."""
     import tensorflow as tf
 
     cin, cout = int(kernel.shape[-2]), int(kernel.shape[-1])
     # static trailing dims: the layers after this one need to know the channel count when traced
-    rows = tf.reshape(x, [variants, -1, cin])
+    rows = tf.reshape(x, [1 if shared else variants, -1, cin])
     out = tf.matmul(rows, tf.reshape(kernel, [variants, cin, cout])) + bias[:, None, :]
     return tf.reshape(out, [-1, *x.shape[1:-1], cout])
 
