@@ -81,6 +81,16 @@ def test_features_with_given_params_match_the_model_with_those_weights(arch, sha
         np.testing.assert_allclose(h, np.asarray(features_of(x, training=False)), atol=1e-5, rtol=1e-5)
 
 
+def _masked_problem(split, x, seed, allowed):
+    """A loss to differentiate: the boundary of ``x``, perturbed adapter params, the classifier, the
+    allowed classes (and their mask over 10) and labels cycling through them."""
+    params = _perturbed(split.adapter_params(), seed, scale=0.05)
+    W, b = split.classifier_params()
+    allowed = np.array(allowed)
+    y = allowed[np.arange(len(x)) % len(allowed)]
+    return split.prefix(x), params, W, b, allowed, np.isin(np.arange(10), allowed), y
+
+
 def _masked_ce64(h, W, b, y, allowed):
     """Float64 reference: loss and (dW, db) of the masked softmax cross-entropy."""
     logits = h.astype(np.float64) @ W.astype(np.float64) + b
@@ -99,13 +109,8 @@ def _masked_ce64(h, W, b, y, allowed):
 @pytest.mark.parametrize("arch, shape, position", [CONFIGS[0], CONFIGS[2], CONFIGS[3]], ids=[IDS[0], IDS[2], IDS[3]])
 def test_loss_and_grads_match_finite_differences_and_mask_classes(arch, shape, position):
     model, split, x = _setup(arch, shape, position)
-    boundary = split.prefix(x)
-    params = _perturbed(split.adapter_params(), 7, scale=0.05)
+    boundary, params, W, b, allowed, mask, y = _masked_problem(split, x, 7, [2, 3, 5, 7])
     params[1][::2] += 3.0  # half the adapter units always active: smooth points for the differences below
-    W, b = split.classifier_params()
-    allowed = np.array([2, 3, 5, 7])
-    mask = np.isin(np.arange(10), allowed)
-    y = allowed[np.arange(len(x)) % len(allowed)]
 
     loss, grads, dW, db = split.loss_and_grads(boundary, params, W, b, y, allowed)
     assert [g.shape for g in grads] == [p.shape for p in params]
@@ -262,12 +267,7 @@ def test_three_adapters_gradients_equal_gradient_tape_on_the_full_model(which):
     import tensorflow as tf
 
     model, split, x = _three_adapters(which)
-    boundary = split.prefix(x)
-    params = _perturbed(split.adapter_params(), 11, scale=0.05)
-    W, b = split.classifier_params()
-    allowed = np.array([1, 4, 6, 9])
-    mask = np.isin(np.arange(10), allowed)
-    y = allowed[np.arange(len(x)) % len(allowed)]
+    boundary, params, W, b, allowed, mask, y = _masked_problem(split, x, 11, [1, 4, 6, 9])
     loss, grads, dW, db = split.loss_and_grads(boundary, params, W, b, y, allowed)
     assert [g.shape for g in grads] == [p.shape for p in params]
 
