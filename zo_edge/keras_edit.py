@@ -83,6 +83,9 @@ def attach_adapters(model, at: list[str] | None = None, width: int = 8, classifi
 
     source = graph.inputs[0]
     inputs = keras.Input(batch_shape=source.shape, dtype=source.dtype, name=source._keras_history.operation.name)
+    # Keras 3's own walk of a functional graph (what Functional.call runs), each layer's call wrapped
+    # by ``operation``: here on symbolic tensors, so it builds the edited graph (KerasSplit replays the
+    # same way on real tensors)
     outputs = graph._run_through_graph(inputs, operation_fn=operation)
     edited = keras.Model(inputs, outputs[0] if isinstance(outputs, (list, tuple)) else outputs, name=model.name)
     kernel, bias, rows = _resized_rows(head, num_classes, seed)
