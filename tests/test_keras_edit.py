@@ -44,6 +44,9 @@ def test_attached_adapters_start_as_the_identity(name, classes, at):
     import keras
 
     original = user_models.trained(name, classes)
+    data = user_models.data(user_models.BUILDERS[name][1])
+    known = data.y_test < classes
+    assert user_models.accuracy(original, data.x_test[known], data.y_test[known]) > 0.8  # a real, trained model
     before = [w.copy() for w in original.get_weights()]
     model, info = keras_edit.attach_adapters(original, at=at, width=4, seed=0)
     x = _x(user_models.BUILDERS[name][1])
@@ -234,11 +237,13 @@ def test_fit_classifier_fits_only_the_base_rows_on_frozen_features():
     scenario = make_scenario(user_models.data("digits"), "class-il", tasks="0,1,2,6,7;3,4,5;8,9")
     model, _ = keras_edit.attach_adapters(original, num_classes=10, seed=0)
     before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in model.layers}
+    accuracy_before = models.evaluate_base(model, scenario.base)["base_accuracy"]
     summary = keras_edit.fit_classifier(model, scenario.base, epochs=20, seed=0)
 
     base = scenario.base.classes
     assert summary["trained"].startswith("base rows") and summary["classes"] == base
-    assert summary["base_accuracy"] > 0.85, summary  # 6 and 7 were never seen by the user's model
+    # 6 and 7 were never seen by the user's model: their new rows learn them on the frozen features
+    assert summary["base_accuracy"] > max(0.9, accuracy_before + 0.1), (accuracy_before, summary)
     kernel, bias = model.get_layer("classifier").get_weights()
     old_kernel, old_bias = before["classifier"]
     others = [c for c in range(10) if c not in base]
@@ -263,7 +268,7 @@ def test_fine_tune_trains_the_backbone_with_the_adapters_frozen():
 
     assert summary["trained"] == "backbone and base rows" and summary["epochs"] == 2
     assert summary["base_accuracy"] >= accuracy_before - 0.02, (accuracy_before, summary)
-    assert summary["base_accuracy"] > 0.8, summary
+    assert summary["base_accuracy"] > 0.85, summary
     for a in info["adapters"]:  # frozen: the down-projection as drawn, the up-projection still zero
         for part in ("down", "up"):
             for w0, w1 in zip(before[a[part]], model.get_layer(a[part]).get_weights()):

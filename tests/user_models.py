@@ -2,6 +2,8 @@
 
 Each builder returns an untrained model; ``trained`` fits it for a few epochs on real samples (the
 bundled handwritten or spoken digits) and caches it per process, so the tests that read it share it.
+BatchNormalization uses momentum 0.9 so that its moving statistics settle within those few epochs
+(with Keras' default 0.99 a briefly trained model is poor in inference mode).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def sequential_digits(classes: int = 6):
     return keras.Sequential([
         keras.Input((8, 8, 1)),
         layers.Conv2D(12, 3, padding="same", use_bias=False, name="conv1"),
-        layers.BatchNormalization(name="bn1"),
+        layers.BatchNormalization(momentum=0.9, name="bn1"),
         layers.ReLU(name="relu1"),
         layers.MaxPooling2D(2, name="maxpool"),
         layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2"),
@@ -45,13 +47,13 @@ def residual_kws(classes: int = 10):
 
     inputs = keras.Input((32, 13, 1), name="mfcc")
     x = layers.Conv2D(16, (5, 3), strides=2, padding="same", use_bias=False, name="stem")(inputs)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(momentum=0.9, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     y = layers.Conv2D(16, 3, padding="same", use_bias=False, name="res_conv1")(x)
-    y = layers.BatchNormalization(name="res_bn1")(y)
+    y = layers.BatchNormalization(momentum=0.9, name="res_bn1")(y)
     y = layers.ReLU(name="res_relu1")(y)
     y = layers.Conv2D(16, 3, padding="same", use_bias=False, name="res_conv2")(y)
-    y = layers.BatchNormalization(name="res_bn2")(y)
+    y = layers.BatchNormalization(momentum=0.9, name="res_bn2")(y)
     x = layers.Add(name="skip")([x, y])
     x = layers.ReLU(name="block_out")(x)
     x = layers.MaxPooling2D(2, name="pool")(x)  # 16x7 -> 8x3
@@ -72,7 +74,7 @@ def conv1d_kws(classes: int = 10):
     inputs = keras.Input((32, 13, 1), name="mfcc")
     x = layers.Reshape((32, 13), name="frames")(inputs)
     x = layers.Conv1D(16, 3, padding="same", use_bias=False, name="conv1")(x)
-    x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.BatchNormalization(momentum=0.9, name="bn1")(x)
     x = layers.ReLU(name="relu1")(x)
     x = layers.MaxPooling1D(2, name="pool1")(x)
     x = layers.Conv1D(16, 3, padding="same", activation="relu", name="conv2")(x)
