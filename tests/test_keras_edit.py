@@ -156,8 +156,8 @@ def test_bad_requests_are_one_line_errors():
 
     # a layer inside a nested model
     inputs = keras.Input((8, 8, 1))
-    backbone = keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(4, 3, name="inner_conv"), layers.Flatten(name="inner_flat")],
-                                name="backbone")
+    backbone = keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(4, 3, name="inner_conv"),
+                                 layers.Flatten(name="inner_flat")], name="backbone")
     nested = keras.Model(inputs, layers.Dense(3, name="head")(backbone(inputs)))
     with pytest.raises(ZoEdgeError) as e:
         keras_edit.attach_adapters(nested, at=["inner_conv"])

@@ -46,7 +46,8 @@ def _perturbed(params, seed, scale=0.1):
 @pytest.mark.parametrize("arch, shape, position", CONFIGS, ids=IDS)
 def test_features_with_current_params_reproduce_the_model(arch, shape, position):
     model, split, x = _setup(arch, shape, position)
-    assert split.adapter_names == ["adapter0_down.kernel", "adapter0_down.bias", "adapter0_up.kernel", "adapter0_up.bias"]
+    assert split.adapter_names == ["adapter0_down.kernel", "adapter0_down.bias", "adapter0_up.kernel",
+                                   "adapter0_up.bias"]
     boundary = split.prefix(x, batch_size=5)  # several batches
     assert boundary[0].shape[0] == len(x) and len(boundary) == (1 if position == "after" else 2)
     W, b = split.classifier_params()

@@ -148,9 +148,9 @@ def _functional_copy(model):
     if not isinstance(model, keras.Model):
         raise ZoEdgeError(f"expected a Keras model, got {type(model).__name__}")
     if not isinstance(model, keras.Sequential) and not hasattr(model, "_run_through_graph"):
-        raise ZoEdgeError(f"model {model.name!r} is a subclassed Keras model ({type(model).__name__}) without a layer "
-                          "graph; zo-edge edits Sequential and functional models — rebuild it with keras.Model(inputs, "
-                          "outputs)")
+        raise ZoEdgeError(f"model {model.name!r} is a subclassed Keras model ({type(model).__name__}) without a "
+                          "layer graph; zo-edge edits Sequential and functional models — rebuild it with "
+                          "keras.Model(inputs, outputs)")
     try:
         inputs, outputs = model.inputs, model.outputs
     except (AttributeError, ValueError):
@@ -243,8 +243,8 @@ def _softmax_after(graph, head):
     if _is_softmax(last) and last.input._keras_history.operation is head:
         return last
     raise ZoEdgeError(f"the classifier {head.name!r} does not make the model's output ({last.__class__.__name__} "
-                      f"{last.name!r} does); the classifier must be the last layer, optionally followed by a softmax — "
-                      "name it with --classifier")
+                      f"{last.name!r} does); the classifier must be the last layer, optionally followed by a "
+                      "softmax — name it with --classifier")
 
 
 def _candidates(graph, head, softmax) -> list[str]:
@@ -273,8 +273,8 @@ def _find_targets(graph, at, head, softmax) -> list:
     if at is None:
         producer = head.input._keras_history.operation
         if producer.__class__.__name__ == "InputLayer":
-            raise ZoEdgeError(f"the classifier {head.name!r} reads the model's input directly: there is no layer to put "
-                              "an adapter on")
+            raise ZoEdgeError(f"the classifier {head.name!r} reads the model's input directly: there is no layer "
+                              "to put an adapter on")
         at = [producer.name]
     if isinstance(at, str):
         at = [a for a in at.split(",")]
