@@ -1,25 +1,30 @@
-"""The Keras (float) model zoo: small Cortex-M backbones with one residual adapter and a logits head.
+"""The Keras (float) model zoo: small Cortex-M backbones with residual adapters and a logits head.
 
-Every model has the same three named parts, which the quantiser, the QGraph and the learners find by
-name (and, in the int8 graph, by connectivity):
+Every model has the same named parts, which the quantiser, the QGraph and the learners find by name
+(and, in the int8 graph, by connectivity):
 
 * a backbone: a stem, then a list of *blocks*, then pooling (global average pooling or a Flatten);
-* one **adapter** in parallel with one block: ``block(x) + up(relu(down(x)))``. ``down`` is a 1×1
-  Conv2D to ``adapter_width`` channels (layer ``adapter_down``), ``adapter_relu`` a ReLU, ``up`` a 1×1
-  Conv2D back to the block's channels (layer ``adapter_up``, kernel and bias zero-initialised, so the
-  adapter starts as the identity of the block) and ``adapter_add`` the sum. The adapter's input is the
-  block's input: the *cut*. With ``adapter_position="after"`` the adapter sits after the pooling,
-  with Dense down/up layers on the pooled vector (the "block" is then the identity);
+* one or more **adapters**, each in parallel with one block: ``block(x) + up(relu(down(x)))``, or after
+  the pooling. Adapter ``i`` (numbered in graph order from 0) is the layers ``adapter{i}_down`` (a 1×1
+  Conv2D to ``adapter_width`` channels), ``adapter{i}_relu`` (a ReLU), ``adapter{i}_up`` (a 1×1 Conv2D
+  back to the block's channels, kernel and bias zero-initialised, so the adapter starts as the
+  identity of its block) and ``adapter{i}_add`` (the sum). The adapter's input is the block's input:
+  the *cut*. ``adapter_position`` is one position or a list of them: a block index, "last", or
+  "after" (after the pooling, with Dense down/up layers on the pooled vector; the "block" is then the
+  identity). ``zo_edge.keras_edit`` attaches the same adapters to a user's own model;
+  ``adapters_of`` finds them in either;
 * a ``classifier``: Dense(num_classes) producing logits (no softmax in the graph).
 
 ``pretrain`` trains the backbone and the base-class rows of the classifier on the base task only; the
-adapter is frozen (it stays the identity) and the rows of classes not seen yet are initialised at the
-trained rows' magnitude, so that they start neutral and no quantisation channel is all-zero.
+adapters are frozen (they stay the identity) and the rows of classes not seen yet are initialised at
+the trained rows' magnitude (``init_new_rows``), so that they start neutral and no quantisation
+channel is all-zero. ``fit_base_rows`` is the general form that ``keras_edit`` reuses for user models.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -50,8 +55,10 @@ PRETRAIN_DEFAULTS = {
     "digits-cnn": {"epochs": 15, "batch_size": 32, "learning_rate": 3e-3},
 }
 
-ADAPTER_LAYERS = ("adapter_down", "adapter_relu", "adapter_up", "adapter_add")
-TRAINABLE_LAYERS = ("adapter_down", "adapter_up", "classifier")
+# adapter i is the layers adapter{i}_down, adapter{i}_relu, adapter{i}_up, adapter{i}_add (keras_edit adds
+# adapter{i}_to4d / adapter{i}_to3d reshapes around an adapter on a [batch, steps, channels] output)
+ADAPTER_PARTS = ("down", "relu", "up", "add")
+_ADAPTER_LAYER = re.compile(r"adapter(\d+)_([a-z0-9]+)")
 
 _threads_configured = False
 
@@ -160,7 +167,7 @@ def _arch(name: str, input_shape) -> _Arch:
 
 
 def parse_adapter_position(position, num_blocks: int):
-    """Resolve an adapter position to a block index (0-based) or ``"after"`` (or None: no adapter).
+    """Resolve one adapter position to a block index (0-based) or ``"after"`` (or None: no adapter).
 
     Accepts "last" (the last block), "after" (after the pooling), an integer block index (negative
     counts from the end) or its string form ("2", "-1").
@@ -194,14 +201,31 @@ def parse_adapter_position(position, num_blocks: int):
     return index % num_blocks
 
 
+def parse_adapter_positions(position, num_blocks: int) -> list:
+    """Resolve one position or several (a list, or a comma-separated string such as "0,2,after") to
+    the list of block indices and "after", in graph order. None (or "none") is no adapter: []."""
+    if isinstance(position, str) and "," in position:
+        position = [p for p in position.split(",")]
+    many = list(position) if isinstance(position, (list, tuple)) else [position]
+    resolved = [parse_adapter_position(p, num_blocks) for p in many]
+    if None in resolved and len(resolved) > 1:
+        raise ZoEdgeError(f"adapter positions {list(many)} mix 'none' with positions; give positions or none")
+    resolved = [r for r in resolved if r is not None]
+    for r in set(resolved):
+        if resolved.count(r) > 1:
+            raise ZoEdgeError(f"adapter position {r} is given twice in {list(many)}; one adapter per position")
+    return sorted(resolved, key=lambda r: num_blocks if r == "after" else r)
+
+
 def build_model(arch: str, input_shape, num_classes: int, adapter_position="last", adapter_width: int = 8,
                 seed: int = 0):
-    """Build a zoo model (float Keras) with one residual adapter and a logits classifier.
+    """Build a zoo model (float Keras) with residual adapters and a logits classifier.
 
     ``adapter_position``: "last" (default: the last block), an integer block index, "after" (after the
-    pooling, Dense adapter on the pooled vector) or None (no adapter, e.g. for comparisons). The
-    adapter's up-projection is zero-initialised, so the model starts exactly as the model without it.
-    Seeds Keras' global generator with ``seed`` (``keras.utils.set_random_seed``).
+    pooling, Dense adapter on the pooled vector), a list of these (one adapter each, numbered in graph
+    order) or None (no adapter, e.g. for comparisons). Each adapter's up-projection is
+    zero-initialised, so the model starts exactly as the model without adapters. Seeds Keras' global
+    generator with ``seed`` (``keras.utils.set_random_seed``).
     """
     configure_tensorflow()  # first: it imports TensorFlow without its start-up chatter
     import keras
@@ -223,13 +247,14 @@ def build_model(arch: str, input_shape, num_classes: int, adapter_position="last
     keras.utils.set_random_seed(int(seed))
 
     spec = _arch(arch, input_shape)
-    position = parse_adapter_position(adapter_position, len(spec.blocks))
+    positions = parse_adapter_positions(adapter_position, len(spec.blocks))
 
     inputs = keras.Input(shape=input_shape, name="input")
     x = spec.stem(inputs)
+    index = 0  # adapters are numbered in graph order
     for i, block in enumerate(spec.blocks):
         y = block(x)
-        if position == i:
+        if i in positions:
             cin, cout = x.shape[-1], y.shape[-1]
             if tuple(x.shape[1:]) != tuple(y.shape[1:]):
                 raise ZoEdgeError(
@@ -237,72 +262,110 @@ def build_model(arch: str, input_shape, num_classes: int, adapter_position="last
                     f"needs the block's input and output shapes (channels {cin} vs {cout}) to match — choose "
                     "another block or 'after'"
                 )
-            y = _adapter(layers, x, y, adapter_width, conv=True)
+            y = residual_adapter(x, y, adapter_width, index)
+            index += 1
         x = y
     x = spec.pool(x)
-    if position == "after":
-        x = _adapter(layers, x, x, adapter_width, conv=False)
+    if "after" in positions:
+        x = residual_adapter(x, x, adapter_width, index)
     logits = layers.Dense(int(num_classes), name="classifier")(x)
     return keras.Model(inputs, logits, name=arch)
 
 
-def _adapter(layers, cut, block_out, width, conv: bool):
-    """``block_out + up(relu(down(cut)))`` with a zero-initialised ``up``."""
-    channels = int(block_out.shape[-1])
-    if conv:
-        down = layers.Conv2D(width, 1, name="adapter_down")
-        up = layers.Conv2D(channels, 1, kernel_initializer="zeros", bias_initializer="zeros", name="adapter_up")
+def residual_adapter(cut, base, width: int, index: int, kernel_initializer="glorot_uniform"):
+    """``base + up(relu(down(cut)))`` as the layers ``adapter{index}_down/_relu/_up/_add``.
+
+    ``cut`` [batch, H, W, C] gets 1×1 Conv2D projections, ``cut`` [batch, C] Dense ones. ``up``'s
+    kernel and bias are zero, so the sum starts equal to ``base`` (the block's output for a parallel
+    adapter, the cut itself for an adapter on a tensor).
+    """
+    from keras import layers
+
+    channels = int(base.shape[-1])
+    name = f"adapter{index}"
+    if len(cut.shape) == 4:
+        down = layers.Conv2D(width, 1, kernel_initializer=kernel_initializer, name=f"{name}_down")
+        up = layers.Conv2D(channels, 1, kernel_initializer="zeros", bias_initializer="zeros", name=f"{name}_up")
+    elif len(cut.shape) == 2:
+        down = layers.Dense(width, kernel_initializer=kernel_initializer, name=f"{name}_down")
+        up = layers.Dense(channels, kernel_initializer="zeros", bias_initializer="zeros", name=f"{name}_up")
     else:
-        down = layers.Dense(width, name="adapter_down")
-        up = layers.Dense(channels, kernel_initializer="zeros", bias_initializer="zeros", name="adapter_up")
-    h = layers.ReLU(name="adapter_relu")(down(cut))
-    return layers.Add(name="adapter_add")([block_out, up(h)])
+        raise ZoEdgeError(f"an adapter needs a [batch, H, W, C] or [batch, C] input, not {list(cut.shape)}")
+    h = layers.ReLU(name=f"{name}_relu")(down(cut))
+    return layers.Add(name=f"{name}_add")([base, up(h)])
 
 
 # ----------------------------------------------------------------------------------------------------
 # introspection
 
 
+def is_adapter_layer(name: str) -> bool:
+    """Whether a layer name is one of an adapter's layers (``adapter{i}_down``, ``..._up``, ...)."""
+    return _ADAPTER_LAYER.fullmatch(name) is not None
+
+
+def adapters_of(model) -> list[dict]:
+    """The model's adapters in graph order: ``[{"name": "adapter0", "down": ..., "relu": ..., "up": ...,
+    "add": ...}, ...]`` (layer names), found by the ``adapter{i}_*`` naming."""
+    names = {layer.name for layer in model.layers}
+    indices = sorted({int(m.group(1)) for m in map(_ADAPTER_LAYER.fullmatch, names) if m})
+    found = []
+    for i in indices:
+        parts = {part: f"adapter{i}_{part}" for part in ADAPTER_PARTS}
+        missing = [n for n in parts.values() if n not in names]
+        if missing:
+            raise ZoEdgeError(f"model {model.name!r} has adapter{i} layers but not {', '.join(missing)}; "
+                              "attach adapters with zo_edge.keras_edit.attach_adapters")
+        found.append({"name": f"adapter{i}", **parts})
+    if [a["name"] for a in found] != [f"adapter{i}" for i in range(len(found))]:
+        raise ZoEdgeError(f"model {model.name!r} numbers its adapters {[a['name'] for a in found]}, not from 0 "
+                          "without gaps")
+    return found
+
+
 def has_adapter(model) -> bool:
-    return any(layer.name == "adapter_up" for layer in model.layers)
+    return bool(adapters_of(model))
+
+
+def _weight_count(layer) -> int:
+    return int(sum(w.size for w in layer.get_weights()))
 
 
 def adapter_info(model) -> dict:
-    """Where the adapter sits and how big it is (JSON-ready)."""
-    if not has_adapter(model):
-        return {"present": False}
-    down, up = model.get_layer("adapter_down"), model.get_layer("adapter_up")
-    kind = "conv1x1" if len(down.get_weights()[0].shape) == 4 else "dense"
-    cut_shape = [int(d) for d in down.input.shape[1:]]
-    return {
-        "present": True,
-        "kind": kind,
-        "width": int(down.get_weights()[0].shape[-1]),
-        "channels": int(up.get_weights()[0].shape[-1]),
-        "cut_shape": cut_shape,
-        "params": int(sum(w.size for w in down.get_weights()) + sum(w.size for w in up.get_weights())),
-    }
+    """Where the adapters sit and how big they are (JSON-ready): ``{"present", "count", "params",
+    "adapters": [{"name", "kind", "width", "channels", "cut_shape", "params", "down", "up", "add"}, ...]}``."""
+    adapters = []
+    for a in adapters_of(model):
+        down, up = model.get_layer(a["down"]), model.get_layer(a["up"])
+        kernel = down.get_weights()[0]
+        adapters.append({
+            "name": a["name"],
+            "kind": "conv1x1" if kernel.ndim == 4 else "dense",
+            "width": int(kernel.shape[-1]),
+            "channels": int(up.get_weights()[0].shape[-1]),
+            "cut_shape": [int(d) for d in down.input.shape[1:]],
+            "params": _weight_count(down) + _weight_count(up),
+            "down": a["down"], "up": a["up"], "add": a["add"],
+        })
+    return {"present": bool(adapters), "count": len(adapters), "params": sum(a["params"] for a in adapters),
+            "adapters": adapters}
 
 
 def param_counts(model) -> dict:
-    """Parameter counts: total (Keras), deployed (BatchNorm folded away), adapter, classifier."""
+    """Parameter counts: total (Keras), deployed (BatchNorm folded away), adapters, classifier."""
     total = int(model.count_params())
-    bn = sum(int(sum(w.size for w in layer.get_weights())) for layer in model.layers
-             if layer.__class__.__name__ == "BatchNormalization")
+    bn = sum(_weight_count(layer) for layer in model.layers if layer.__class__.__name__ == "BatchNormalization")
     # folding a BN after a bias-free conv adds one bias per channel (half of gamma/beta/mean/var's 4)
     deployed = total - bn + bn // 4
-    counts = {"total": total, "deployed": deployed}
-    for name in ("adapter_down", "adapter_up", "classifier"):
-        try:
-            counts[name] = int(sum(w.size for w in model.get_layer(name).get_weights()))
-        except ValueError:
-            counts[name] = 0
-    counts["adapter"] = counts["adapter_down"] + counts["adapter_up"]
-    return counts
+    info = adapter_info(model)
+    names = {layer.name for layer in model.layers}
+    return {"total": total, "deployed": deployed, "adapter": info["params"],
+            "adapters": [a["params"] for a in info["adapters"]],
+            "classifier": _weight_count(model.get_layer("classifier")) if "classifier" in names else 0}
 
 
 def without_adapter(model):
-    """The same model (same weights) with the adapter removed: what the adapter must start equal to."""
+    """The same zoo model (same weights) with its adapters removed: what the adapters must start equal to."""
 
     if model.name not in ARCHS:
         raise ZoEdgeError(f"model {model.name!r} was not built by zo_edge.models.build_model")
@@ -314,8 +377,12 @@ def without_adapter(model):
 
 
 def resolve_adapter_position(arch: str, position):
-    """The block index (or "after", or None) that ``position`` names in ``arch``."""
-    return parse_adapter_position(position, len(_arch(arch, None).blocks))
+    """The block index (or "after", or None) that ``position`` names in ``arch``; for several positions
+    (a list or "0,2,after") the list of them in graph order."""
+    blocks = len(_arch(arch, None).blocks)
+    if isinstance(position, (list, tuple)) or (isinstance(position, str) and "," in position):
+        return parse_adapter_positions(position, blocks)
+    return parse_adapter_position(position, blocks)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -324,26 +391,50 @@ def resolve_adapter_position(arch: str, position):
 
 def pretrain(model, task, epochs: int | None = None, seed: int = 0, batch_size: int | None = None,
              verbose: int = 0, learning_rate: float | None = None) -> dict:
-    """Train ``model`` on the base task only (float), in place; return a JSON-ready summary.
+    """Train a zoo ``model`` on the base task only (float), in place; return a JSON-ready summary.
 
     Only the base classes' logits are used: a temporary head with one row per base class is trained on
     the classifier's input, then copied into the base rows of ``classifier``. The other rows are drawn
-    at the planned magnitude (random directions with norms drawn from the trained rows' norm
-    statistics; biases equal to the mean base bias), so unseen classes start neutral and no
-    quantisation channel is all-zero. The adapter is frozen (it stays the identity).
+    at the planned magnitude (``init_new_rows``), so unseen classes start neutral and no quantisation
+    channel is all-zero. The adapters are frozen (they stay the identity).
+    """
+    defaults = PRETRAIN_DEFAULTS.get(model.name, PRETRAIN_DEFAULTS["ds-cnn"])
+    return fit_base_rows(
+        model, task, seed=seed, verbose=verbose, train_backbone=True, head_init="random", redraw_other_rows=True,
+        epochs=defaults["epochs"] if epochs is None else epochs,
+        batch_size=defaults["batch_size"] if batch_size is None else batch_size,
+        learning_rate=defaults["learning_rate"] if learning_rate is None else learning_rate,
+    )
+
+
+def fit_base_rows(model, task, *, epochs: int, seed: int, batch_size: int, learning_rate: float,
+                  train_backbone: bool, head_init: str, redraw_other_rows: bool, classifier: str = "classifier",
+                  verbose: int = 0) -> dict:
+    """Fit the base classes' rows of the Dense ``classifier`` (and, with ``train_backbone``, every layer
+    before it except the adapters) on the base task, in place; return a JSON-ready summary.
+
+    A temporary head with one row per base class is trained with Adam (cosine decay to 1 %) on the
+    classifier's input, so only the base classes' logits compete, then copied into the classifier's
+    base rows. ``head_init``: "random" (a fresh Dense, as the zoo pretrains) or "classifier" (start
+    from the classifier's current base rows: fine-tuning a trained model). Without
+    ``train_backbone`` the features are computed once, in inference mode, and only the head trains.
+    ``redraw_other_rows``: draw the rows of the other classes at the trained rows' magnitude
+    (``init_new_rows``); otherwise they are kept.
     """
     import keras
 
     configure_tensorflow()
-    defaults = PRETRAIN_DEFAULTS.get(model.name, PRETRAIN_DEFAULTS["ds-cnn"])
-    epochs = int(defaults["epochs"] if epochs is None else epochs)
-    batch_size = int(defaults["batch_size"] if batch_size is None else batch_size)
-    learning_rate = float(defaults["learning_rate"] if learning_rate is None else learning_rate)
+    epochs, batch_size, learning_rate = int(epochs), int(batch_size), float(learning_rate)
     if epochs < 0:
         raise ZoEdgeError(f"epochs must be >= 0 (got {epochs})")
+    if batch_size < 1 or not learning_rate > 0:
+        raise ZoEdgeError(f"batch size ({batch_size}) and learning rate ({learning_rate}) must be positive")
+    if head_init not in ("random", "classifier"):
+        raise ZoEdgeError(f"head_init must be 'random' or 'classifier' (got {head_init!r})")
 
     classes = [int(c) for c in task.classes]
-    num_classes = int(model.get_layer("classifier").units)
+    layer = model.get_layer(classifier)
+    num_classes = int(layer.units)
     if not classes or max(classes) >= num_classes or min(classes) < 0:
         raise ZoEdgeError(f"base classes {classes} do not fit a classifier with {num_classes} outputs")
     if len(task.x_train) == 0:
@@ -355,14 +446,22 @@ def pretrain(model, task, epochs: int | None = None, seed: int = 0, batch_size: 
         raise ZoEdgeError(f"base task {task.name!r} has training labels outside its classes {classes}")
 
     keras.utils.set_random_seed(int(seed))
-    classifier = model.get_layer("classifier")
-    features = classifier.input
     head = keras.layers.Dense(len(classes), name="base_head")
-    train_model = keras.Model(model.inputs, head(features), name=f"{model.name}_pretrain")
-    frozen = [layer for layer in model.layers if layer.name in ADAPTER_LAYERS]
-    was_trainable = [layer.trainable for layer in frozen]
-    for layer in frozen:
-        layer.trainable = False
+    x_train = np.asarray(task.x_train, dtype=np.float32)
+    if train_backbone:
+        train_model = keras.Model(model.inputs, head(layer.input), name=f"{model.name}_pretrain")
+        frozen = [other for other in model.layers if is_adapter_layer(other.name)]
+    else:
+        x_train = predict_logits(keras.Model(model.inputs[0], layer.input), x_train)  # the features, once
+        features = keras.Input(shape=x_train.shape[1:], name="features")
+        train_model = keras.Model(features, head(features), name=f"{model.name}_head")
+        frozen = []
+    kernel, bias = (np.array(w, dtype=np.float32) for w in layer.get_weights())
+    if head_init == "classifier":
+        head.set_weights([kernel[:, classes], bias[classes]])
+    was_trainable = [other.trainable for other in frozen]
+    for other in frozen:
+        other.trainable = False
     train_model.compile(
         optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
             learning_rate, decay_steps=max(1, epochs * -(-len(y_train) // batch_size)), alpha=0.01)),
@@ -371,34 +470,21 @@ def pretrain(model, task, epochs: int | None = None, seed: int = 0, batch_size: 
     )
     start = time.perf_counter()
     try:
-        history = train_model.fit(
-            np.asarray(task.x_train, dtype=np.float32), y_train, epochs=epochs, batch_size=batch_size,
-            shuffle=True, verbose=verbose,
-        )
+        history = train_model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True,
+                                  verbose=verbose)
     finally:
-        for layer, flag in zip(frozen, was_trainable):
-            layer.trainable = flag
+        for other, flag in zip(frozen, was_trainable):
+            other.trainable = flag
     seconds = time.perf_counter() - start
 
-    # base rows from the trained head; other rows at the trained rows' magnitude
+    # base rows from the trained head; the other rows at the trained rows' magnitude (or kept)
     w_head, b_head = head.get_weights()  # [F, B], [B]
-    kernel, bias = classifier.get_weights()
-    rng = np.random.default_rng([int(seed), 0x5EED])
-    norms = np.linalg.norm(w_head, axis=0)
-    lo, hi = float(norms.min()), float(norms.max())
-    mu, sd = float(norms.mean()), float(norms.std())
-    others = [c for c in range(num_classes) if c not in classes]
-    kernel = np.array(kernel, dtype=np.float32)
-    bias = np.array(bias, dtype=np.float32)
     kernel[:, classes] = w_head
     bias[classes] = b_head
-    for c in others:
-        direction = rng.standard_normal(kernel.shape[0])
-        direction /= np.linalg.norm(direction)
-        norm = float(np.clip(rng.normal(mu, sd), lo, hi)) if hi > 0 else 0.0
-        kernel[:, c] = direction * norm
-        bias[c] = float(b_head.mean())
-    classifier.set_weights([kernel, bias])
+    others = [c for c in range(num_classes) if c not in classes] if redraw_other_rows else []
+    rng = np.random.default_rng([int(seed), 0x5EED])
+    kernel, bias, new_rows = init_new_rows(kernel, bias, trained=classes, new=others, rng=rng)
+    layer.set_weights([kernel, bias])
 
     summary = {
         "classes": classes,
@@ -406,29 +492,56 @@ def pretrain(model, task, epochs: int | None = None, seed: int = 0, batch_size: 
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "optimizer": "adam, cosine decay to 1% over the run",
+        "trained": "backbone and base rows" if train_backbone else "base rows (features computed once)",
+        "head_init": head_init,
         "seed": int(seed),
         "seconds": round(seconds, 3),
         "train_samples": int(len(y_train)),
         "train_loss": float(history.history["loss"][-1]) if epochs else None,
         "train_accuracy": float(history.history["accuracy"][-1]) if epochs else None,
-        "new_rows": {"count": len(others), "norm_mean": mu, "norm_std": sd, "norm_min": lo, "norm_max": hi,
-                     "bias": float(b_head.mean()) if len(others) else None},
+        "new_rows": new_rows,
     }
     summary.update(evaluate_base(model, task))
     return summary
 
 
+def init_new_rows(kernel: np.ndarray, bias: np.ndarray, trained, new, rng) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Draw the classifier rows (Keras kernel columns) of classes ``new`` at the magnitude of the rows
+    ``trained``: random directions with norms drawn from the trained norms' normal fit, clipped to
+    their range, and biases equal to the mean trained bias. Returns (kernel, bias, statistics)."""
+    kernel, bias = np.array(kernel, dtype=np.float32), np.array(bias, dtype=np.float32)
+    trained, new = [int(c) for c in trained], [int(c) for c in new]
+    if not trained:
+        raise ZoEdgeError("new classifier rows need trained rows to take their magnitude from; there are none")
+    # (a C-ordered copy: numpy sums a strided view in another order, which moves the last bit)
+    norms = np.linalg.norm(np.ascontiguousarray(kernel[:, trained]), axis=0)
+    lo, hi = float(norms.min()), float(norms.max())
+    mu, sd = float(norms.mean()), float(norms.std())
+    mean_bias = float(bias[trained].mean())
+    for c in new:
+        direction = rng.standard_normal(kernel.shape[0])
+        direction /= np.linalg.norm(direction)
+        norm = float(np.clip(rng.normal(mu, sd), lo, hi)) if hi > 0 else 0.0
+        kernel[:, c] = direction * norm
+        bias[c] = mean_bias
+    stats = {"count": len(new), "norm_mean": mu, "norm_std": sd, "norm_min": lo, "norm_max": hi,
+             "bias": mean_bias if new else None}
+    return kernel, bias, stats
+
+
 def predict_logits(model, x, batch_size: int = 256) -> np.ndarray:
+    """The model's outputs for ``x``, in inference mode, batch by batch (float32)."""
     x = np.asarray(x, dtype=np.float32)
     if len(x) == 0:
-        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
+        return np.zeros((0, *model.output_shape[1:]), dtype=np.float32)
     # direct calls, not model.predict: predict builds a new tf.function per model (retracing warnings)
     return np.concatenate([np.asarray(model(x[i : i + batch_size], training=False))
                            for i in range(0, len(x), batch_size)])
 
 
 def evaluate_base(model, task) -> dict:
-    """Base-task test accuracy: argmax over the base classes' logits, and over all logits."""
+    """Base-task test accuracy: argmax over the base classes' outputs (logits or probabilities), and
+    over all outputs."""
     classes = np.asarray([int(c) for c in task.classes])
     y = np.asarray(task.y_test, dtype=np.int64)
     if len(y) == 0:
