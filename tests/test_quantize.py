@@ -92,7 +92,7 @@ def test_up_projection_is_zero_and_adapter_is_identity(quantized, scenario):
 def test_the_plan_points_at_the_right_tensors(quantized):
     model, qm = quantized
     shapes = {role: qm.report[t]["shape"] for role, t in qm.plan.roles().items()}
-    info = models.adapter_info(model)
+    (info,) = models.adapter_info(model)["adapters"]
     width, channels = info["width"], info["channels"]
     assert shapes["logits"] == [1, 10] and shapes["input"] == [1, 8, 8, 1]
     assert shapes["classifier.weights"] == [10, model.get_layer("classifier").input.shape[-1]]

@@ -208,7 +208,7 @@ def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il
     model = models.build_model(arch, ds.input_shape, ds.num_classes, adapter_position=adapter_position,
                                adapter_width=adapter_width, seed=seed)
     counts = models.param_counts(model)
-    log(f"model {arch}: {counts['deployed']} parameters deployed, adapter at {position} "
+    log(f"model {arch}: {counts['deployed']} parameters deployed, adapters at {position} "
         f"({counts['adapter']} parameters, width {adapter_width})")
 
     log(f"pretraining on the base task {sc.base.name!r} (classes {list(sc.base.classes)})")
@@ -222,7 +222,7 @@ def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il
 
     settings = {
         "source": "zoo", "dataset": ds.name, "scenario": scenario, "seed": seed, "arch": arch,
-        "adapter_position": adapter_position if isinstance(adapter_position, (str, type(None))) else int(adapter_position),
+        "adapter_position": adapter_position,
         "adapter_width": int(adapter_width), "epochs": pre["epochs"],
         "base_classes": len(sc.base.classes), "classes_per_task": sc.meta.get("classes_per_task"),
     }
