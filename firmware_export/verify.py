@@ -23,6 +23,12 @@ def _differing(a: bytes, b: bytes) -> int:
     return int(np.count_nonzero(np.frombuffer(a, np.uint8) != np.frombuffer(b, np.uint8)))
 
 
+def _graph_outputs(learner, x) -> np.ndarray:
+    """The whole graph's output for float samples x with the learner's current trainable values."""
+    (out,), _ = learner.engine.run(learner.engine.quantize_input(x), constants=learner.constants())
+    return out.reshape(len(x), -1)
+
+
 def _observed_states(meta: dict, steps: int) -> list[int]:
     """The steps k (0-based) after which the app prints its state, among the first ``steps``."""
     exported, every = meta["train"]["steps"], meta["train"]["every"]
@@ -89,7 +95,8 @@ def verify_firmware(fw_dir, board: str = "mps2-an386", steps: int | None = None,
     # the simulator, on the same samples and batches
     learner = make_learner(run, config)
     x_test = run.dataset.x_test[: meta["samples"]["count"]]
-    want_logits = learner.logits(x_test) if len(x_test) else np.zeros((0, 0), np.int8)
+    # the app prints the graph's output (the logits, or the SOFTMAX after them), as zoedge_infer returns it
+    want_logits = _graph_outputs(learner, x_test) if len(x_test) else np.zeros((0, 0), np.int8)
     per_part = {"logits": [0, 0], "state": [0, 0]}
     for i, row in enumerate(want_logits):
         got = app.logits.get(i, b"")

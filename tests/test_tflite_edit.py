@@ -350,8 +350,10 @@ def test_adapt_tflite_makes_a_plan_the_graph_satisfies_and_its_adapters_change_n
     x_base, y_base = int8_inputs(cnn, digits.x_train[base]), digits.y_train[base]
     at = [named(cnn, "conv_b"), named(cnn, "hidden")]
     common = dict(num_classes=10, x_base_int8=x_base, y_base=y_base, x_calibration_int8=x_base[:128], seed=0)
-    edited, plan, report = adapt_tflite(cnn, at=at, **common)
+    adapted = adapt_tflite(cnn, at=at, **common)
+    edited, plan, report = adapted.model, adapted.plan, adapted.report
     head_only, _, _ = replace_classifier(cnn, 10, x_base, y_base, seed=0)
+    assert head_only == adapted.without_adapters  # what the build compares the adapted model against
     graph = QGraph.from_bytes(edited)
     plan.check(graph)
     assert [a.cut for a in plan.adapters] == at
@@ -361,7 +363,7 @@ def test_adapt_tflite_makes_a_plan_the_graph_satisfies_and_its_adapters_change_n
     assert_same_bytes("outputs with vs without the adapters", TflmOracle(edited).run(x)[0], TflmOracle(head_only).run(x)[0])
     engine_equals_tflm_everywhere(edited, x[:64])
     # the default adapter place is the classifier's input
-    _, plan, _ = adapt_tflite(cnn, **common)
+    plan = adapt_tflite(cnn, **common).plan
     assert [a.cut for a in plan.adapters] == [find_classifier(TfliteModel.from_bytes(cnn))["input"]]
 
 

@@ -59,10 +59,11 @@ def _jsonable(obj):
 def _versions() -> dict:
     import importlib.metadata as md
 
-    import keras
-    import tensorflow as tf
-
     import zo_edge
+    from zo_edge.models import import_tensorflow_quietly
+
+    tf = import_tensorflow_quietly()  # its C++ start-up lines would break the one-line-error promise
+    import keras
 
     out = {"zo_edge": zo_edge.__version__, "python": platform.python_version(), "tensorflow": tf.__version__,
            "keras": keras.__version__, "numpy": np.__version__}

@@ -251,7 +251,7 @@ def find_plan(buf_or_graph, adapters=None, classifier: str | None = None) -> Pla
             down_weights=down_ins[1], down_bias=down_ins[2], hidden=up_ins[0], up_weights=up_ins[1],
             up_bias=up_ins[2], output=graph.ops[up_k][2][0], block_output=block_out,
             add_output=graph.ops[add_k][2][0],
-            keras=None if layers is None else {"down": layers["down"], "up": layers["up"]}))
+            keras=None if layers is None else {k: layers[k] for k in ("down", "up", "add") if k in layers}))
     return Plan(input=int(graph.sg.inputs[0]), output=int(graph.sg.outputs[0]), classifier=head,
                 adapters=tuple(plan_adapters))
 
@@ -380,7 +380,7 @@ def keras_adapters(model) -> list[dict]:
     for name in names:
         m = re.fullmatch(r"(adapter\d*)_down", name)
         if m and f"{m.group(1)}_up" in names:
-            found.append({"down": name, "up": f"{m.group(1)}_up"})
+            found.append({"down": name, "up": f"{m.group(1)}_up", "add": f"{m.group(1)}_add"})
     return found
 
 

@@ -53,6 +53,8 @@ reads the adapted features.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from zo_edge.errors import ZoEdgeError
@@ -432,6 +434,14 @@ def _fit_softmax_regression(h, labels, w0, b0, l2: float, max_iterations: int = 
 # both, in the order that keeps every reference valid
 
 
+@dataclass(frozen=True)
+class Adapted:
+    model: bytes  # the adapted model: new classifier, adapters inserted
+    plan: object  # its zo_edge.plan.Plan
+    report: dict  # JSON-ready: the classifier fit, the adapters' places
+    without_adapters: bytes  # the same model before the adapters went in
+
+
 def adapt_tflite(model_bytes: bytes, *, num_classes: int, x_base_int8: np.ndarray, y_base, x_calibration_int8: np.ndarray,
                  at=None, width: int = 8, classifier=None, up_magnitude: float = 0.1, down_headroom: float = 1.5,
                  classifier_headroom: float = 2.0, seed: int = 0, source: str = "the model"):
@@ -440,7 +450,9 @@ def adapt_tflite(model_bytes: bytes, *, num_classes: int, x_base_int8: np.ndarra
     ``classifier``: an op index or the name of its output tensor in the *original* file (default: the last
     FULLY_CONNECTED); ``at``: tensors (indices or names) for adapters, default the classifier's input.
     The classifier is replaced first, so an op index the user read from ``zo-edge inspect`` still means
-    that op; tensor indices do not change in either step. Returns ``(model bytes, plan.Plan, report)``.
+    that op; tensor indices do not change in either step. Returns an ``Adapted``: the model, its
+    ``plan.Plan``, a JSON-ready report, and the model with the new classifier but no adapters yet (what
+    the adapted model must equal byte for byte before training).
     """
     from zo_edge.plan import Plan
     from zo_edge.qgraph import QGraph
@@ -450,6 +462,7 @@ def adapt_tflite(model_bytes: bytes, *, num_classes: int, x_base_int8: np.ndarra
     edited, head, fit = replace_classifier(model_bytes, num_classes, x_base_int8, y_base, op=row["op"],
                                            classifier_headroom=classifier_headroom, seed=seed, source=source)
     at = [row["input"]] if at is None else at
+    head_only = edited
     edited, adapters = insert_adapters(edited, at, width, x_calibration_int8, up_magnitude=up_magnitude,
                                        down_headroom=down_headroom, seed=seed, before=row["input"], source=source)
     model = TfliteModel.from_bytes(edited, source, hint=_HINT)
@@ -460,4 +473,4 @@ def adapt_tflite(model_bytes: bytes, *, num_classes: int, x_base_int8: np.ndarra
     report = {"classifier": fit, "adapters": [{"name": a.name, "kind": a.kind, "tensor": a.cut,
                                                 "tensor_name": model.short_name(a.cut), "width": int(width)}
                                                for a in adapters]}
-    return edited, plan, report
+    return Adapted(edited, plan, report, head_only)

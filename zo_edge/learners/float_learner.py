@@ -44,16 +44,17 @@ class FloatLearner(Learner):
         if not run.has_keras:
             raise ZoEdgeError(f"{run.run_dir} has no float original (it was built from a .tflite), so --mode float "
                               f"and --method fo cannot run on it; use --mode int8 with zo-fc, zo, head or frozen")
-        if len(run.plan.adapters) > 1:
-            raise ZoEdgeError("float mode takes one adapter so far; use --mode int8 for several")
-        self.split = KerasSplit(keras.saving.load_model(run.keras_path, compile=False))
+        plan = run.plan
+        adapters = [{"add": a.keras["down"].rsplit("_", 1)[0] + "_add", **a.keras} for a in plan.adapters]
+        # the plan's order (graph order of the int8 ADDs) is the order of the flat vector
+        self.split = KerasSplit(keras.saving.load_model(run.keras_path, compile=False), adapters=adapters,
+                                classifier=plan.classifier.keras or "classifier")
         W, b = self.split.classifier_params()
         self.params = FloatState(self.split.adapter_params(), W, b)
         self.num_classes = int(W.shape[1])
         self.epsilon = self.config.epsilon if self.config.epsilon is not None else 1e-3
         self.graph = run.graph
         self.engine = Engine(self.graph)
-        plan = run.plan
         self._roles = [role for role, _ in plan.trainables()]  # adapters' four each, then the classifier's two
         self.engine_split = self.engine.split_frozen(plan.trainable_indices(), outputs=[plan.classifier.logits])
         self.macs = split_macs(self.engine_split)
