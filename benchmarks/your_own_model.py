@@ -18,8 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 TASKS = "0,1,2,3;4,5;6,7;8,9"
 
 
@@ -28,45 +26,6 @@ def zo_edge(*args) -> str:
     if done.returncode not in (0, 3):
         sys.exit(f"zo-edge {' '.join(map(str, args))} failed:\n{done.stderr}")
     return done.stdout
-
-
-def user_files(folder: Path) -> None:
-    """data.npz, user.keras (trained 8 epochs on digits 0-3) and user_int8.tflite, as a user would make them."""
-    from zo_edge.models import configure_tensorflow
-
-    configure_tensorflow()
-    import keras
-    import tensorflow as tf
-    from keras import layers
-
-    from zo_edge.data import load_dataset
-
-    ds = load_dataset("digits", seed=0)
-    np.savez(folder / "data.npz", x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test)
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv1"),
-        layers.BatchNormalization(momentum=0.9, name="bn1"),
-        layers.ReLU(name="relu1"),
-        layers.MaxPooling2D(2, name="maxpool"),
-        layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
-        layers.AveragePooling2D(2, name="avgpool"),
-        layers.Flatten(name="flatten"),
-        layers.Dense(32, name="embed"),
-        layers.Dropout(0.1, name="dropout"),
-        layers.Dense(4, activation="softmax", name="probs"),
-    ], name="user_model")
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
-    keep = ds.y_train < 4
-    model.fit(ds.x_train[keep], ds.y_train[keep], epochs=8, batch_size=32, verbose=0)
-    model.save(folder / "user.keras")
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([ds.x_train[i : i + 1]] for i in range(0, 400, 4))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = converter.inference_output_type = tf.int8
-    (folder / "user_int8.tflite").write_bytes(converter.convert())
 
 
 def main() -> None:
@@ -78,7 +37,10 @@ def main() -> None:
     if out.exists():
         sys.exit(f"{out} exists; choose a new --out")
     out.mkdir(parents=True)
-    user_files(out)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: its tests/ helpers
+    from tests.user_models import write_user_files
+
+    write_user_files(out)  # the same user files the end-to-end tests make
     runs = {
         "keras": ["--model", out / "user.keras", "--adapter-at", "relu1,embed"],
         "tflite": ["--tflite", out / "user_int8.tflite"],

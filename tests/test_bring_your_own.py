@@ -27,43 +27,10 @@ def user(tmp_path_factory):
     (The middle Dense is linear: after a ReLU bottleneck the masked class-incremental stream gives the
     newest classes' rows the upper hand over everything, and no method beats the frozen floor — README,
     "your own model and data".)"""
-    import keras
-    import tensorflow as tf
-    from keras import layers
-
-    from zo_edge.data import load_dataset
+    from tests.user_models import write_user_files
 
     folder = tmp_path_factory.mktemp("user")
-    ds = load_dataset("digits", seed=0)
-    np.savez(folder / "data.npz", x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test,
-             class_names=np.array([f"digit {k}" for k in range(10)]))
-    with np.load(folder / "data.npz") as f:  # the user trains on what they saved
-        x, y = f["x_train"], f["y_train"]
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv1"),
-        layers.BatchNormalization(momentum=0.9, name="bn1"),
-        layers.ReLU(name="relu1"),
-        layers.MaxPooling2D(2, name="maxpool"),
-        layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
-        layers.AveragePooling2D(2, name="avgpool"),
-        layers.Flatten(name="flatten"),
-        layers.Dense(32, name="embed"),
-        layers.Dropout(0.1, name="dropout"),
-        layers.Dense(4, activation="softmax", name="probs"),
-    ], name="user_model")
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
-    model.fit(x[y < 4], y[y < 4], epochs=8, batch_size=32, verbose=0)
-    model.save(folder / "user.keras")
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([x[i : i + 1]] for i in range(0, 400, 4))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = converter.inference_output_type = tf.int8
-    (folder / "user_int8.tflite").write_bytes(converter.convert())
-    del model, converter  # the float original is gone: the .tflite path must not need it
+    write_user_files(folder)
     return folder
 
 
