@@ -28,10 +28,11 @@ from zo_edge.learners import fixed
 from zo_edge.learners.base import Learner
 from zo_edge.learners.config import OptionError
 from zo_edge.learners.int8_state import SR_QUERY_CLASSIFIER, SR_QUERY_ZO, ParamVector
+from zo_edge.prefix_cache import PrefixCache
 from zo_edge.qgraph import QGraph
 
 class Int8Learner(Learner):
-    def __init__(self, run, config, graph: QGraph | None = None):
+    def __init__(self, run, config, graph: QGraph | None = None, prefix_cache: PrefixCache | None = None):
         super().__init__(run, config)
         cfg = self.config
         self.graph = graph or run.graph
@@ -60,7 +61,7 @@ class Int8Learner(Learner):
         if self.zo is not None:
             self.epsilon, self.steps_k = self._resolve_epsilon()
         self._check_multipliers()
-        self._prefix_cache = {}
+        self.prefix_cache = prefix_cache or PrefixCache()  # shared by the seeds of a run, the cells of a sweep
 
     # -- configuration -------------------------------------------------------------------------
     def _resolve_epsilon(self):
@@ -119,13 +120,9 @@ class Int8Learner(Learner):
                 out.update(vec.constants(vec.view()))
         return out
 
-    def _boundary(self, x, key=None) -> dict:
-        """Prefix outputs for float samples x (cached per array: the prefix is frozen)."""
-        key = key if key is not None else (id(x), x.shape)
-        if key not in self._prefix_cache:
-            q = self.engine.quantize_input(x)
-            self._prefix_cache[key] = (x, self.split.run_prefix([q]))  # keep x alive: its id is the key
-        return self._prefix_cache[key][1]
+    def _boundary(self, x) -> dict:
+        """Prefix outputs for float samples x (cached by content: the prefix is frozen)."""
+        return self.prefix_cache.boundary(self.split, x)
 
     def logits(self, x) -> np.ndarray:
         out, _ = self.split.run_suffix(self._boundary(x), constants=self.constants())
