@@ -51,8 +51,11 @@ def run_cell(job: dict) -> dict:
     from zo_edge.run_folder import load_run
 
     try:
-        run = _RUNS.get(job["run"]) or _RUNS.setdefault(job["run"], load_run(job["run"]))
-        cache = _CACHES.get(job["cache"]) or _CACHES.setdefault(job["cache"], PrefixCache(job["cache"]))
+        if job["run"] not in _RUNS:  # a worker keeps what it loaded for its next cells
+            _RUNS[job["run"]] = load_run(job["run"])
+        if job["cache"] not in _CACHES:
+            _CACHES[job["cache"]] = PrefixCache(job["cache"])
+        run, cache = _RUNS[job["run"]], _CACHES[job["cache"]]
         config, seeds = resolve_config({**job["options"], "seeds": list(job["seeds"])})
         results = simulate(run, config, seeds, prefix_cache=cache)
     except ZoEdgeError as exc:
@@ -198,7 +201,7 @@ def run_sweep(grid_path, out, engine: str = "local", workers: int = 1, ray_addre
             done(entry["job"], {"status": "failed", "error": entry["refusal"]})
     jobs = [e["job"] for e in todo if e["config"] is not None]
     if jobs:
-        sweep_engines.make_engine(engine, workers, ray_address, retries).run(jobs, done)
+        sweep_engines.make_engine(engine, workers, ray_address, retries).run(run_cell, jobs, done)
     from sim.sweep_report import summarise, write_summary
 
     summary = summarise(grid, device, runs, entries, lost, out)
