@@ -10,8 +10,9 @@ batch's cut activations (or run the prefix twice) — in this order it runs, per
 and the suffix 2q+1 times with one weight set, and keeps only running sums. Float mode keeps the
 reference order.
 
-In the simulator the 2q probes run as *one* engine call: the batch tiled 2q times and each trainable tensor given as a stack
-of 2q variants (``kernels.conv.variant_weights``). Losses, the classifier's gradient and all updates
+In the simulator the 2q probes run as *one* engine call: each trainable tensor given as a stack of 2q
+variants and the batch shared by them (``SplitEngine.run_suffix(stack=2q)``: the adapter's input is
+read once for all probes). Losses, the classifier's gradient and all updates
 are integer (``fixed``, ``int8_state``); perturbation signs and rounding noise come from ``prng`` at
 coordinates (seed, step, query, index), so the firmware regenerates them instead of storing them.
 """
@@ -163,8 +164,8 @@ class Int8Learner(Learner):
         losses = []
         for start in range(0, len(rows), per_call):  # one call for all probes unless asked otherwise
             part = rows[start : start + per_call]
-            tiled = {k: np.concatenate([v] * len(part)) for k, v in batch.items()}
-            out, _ = self.split.run_suffix(tiled, constants={**fixed_consts, **self.zo.constants(part)})
+            out, _ = self.split.run_suffix(batch, constants={**fixed_consts, **self.zo.constants(part)},
+                                           stack=len(part))
             logits = out[0].reshape(len(part), len(y), -1)
             losses.append(fixed.cross_entropy_q16(logits, y[None, :], allowed, self.tables).sum(axis=1))
         return np.concatenate(losses), saturated
