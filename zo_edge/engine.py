@@ -34,6 +34,7 @@ class Step:
     op: object
     evaluate: object
     params: object
+    shared: object = None  # the kernel's ``shared`` form for stacked runs (``SplitEngine.run_suffix``)
 
 
 def _check_dataflow(graph: QGraph) -> None:
@@ -97,7 +98,7 @@ class Engine:
                 raise ZoEdgeError(f"{where} cannot run: {exc}") from None
             except Exception as exc:  # noqa: BLE001 - the last line of defence behind the kernel's own checks
                 raise unchecked_failure(graph.source, f"preparing {op.opcode} (op {op.index})", exc) from None
-            self.steps.append(Step(op, kernel.evaluate, params))
+            self.steps.append(Step(op, kernel.evaluate, params, kernel.shared))
 
     # -- running -------------------------------------------------------------------------------
     def check_inputs(self, inputs) -> list[np.ndarray]:
@@ -165,9 +166,8 @@ class Engine:
                 values[op.outputs[0]] = step.evaluate(step.params, args)
                 continue
             shared = [i in values and i in self.batched and not v for i, v in zip(op.inputs, varying)]
-            kernel = KERNELS[op.opcode]
-            if any(shared) and kernel.shared is not None:
-                values[op.outputs[0]] = kernel.shared(step.params, args, shared, stack)
+            if any(shared) and step.shared is not None:
+                values[op.outputs[0]] = step.shared(step.params, args, shared, stack)
             else:
                 args = [np.concatenate([a] * stack) if s else a for a, s in zip(args, shared)]
                 values[op.outputs[0]] = step.evaluate(step.params, args)

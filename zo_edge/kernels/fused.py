@@ -119,11 +119,14 @@ def table_lookup_shared(stacked, single, table, stacked_first):
     (stacked, single) when ``stacked_first``, else (single, stacked))."""
     V, M = stacked.shape
     out = np.empty((V, M), dtype=table.dtype)
+    high = np.empty(M, np.int64)  # the shared byte's part of the index, made once for all V rows
+    for i in range(M):
+        high[i] = np.int64(single[i]) & 255 if stacked_first else (np.int64(single[i]) & 255) << 8
+    shift = 8 if stacked_first else 0
     for v in range(V):
+        row, o = stacked[v], out[v]
         for i in range(M):
-            s = np.int64(stacked[v, i]) & 255
-            o = np.int64(single[i]) & 255
-            out[v, i] = table[(s << 8) | o] if stacked_first else table[(o << 8) | s]
+            o[i] = table[((np.int64(row[i]) & 255) << shift) | high[i]]
     return out
 
 
