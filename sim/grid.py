@@ -25,6 +25,7 @@ cell fails with its message and the others run.
 from __future__ import annotations
 
 import itertools
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -100,9 +101,14 @@ def _seeds(path, seeds) -> tuple:
     raise _error(path, f"seeds must be a count 1..1000 or a list of distinct seeds 0..2^32-1 (got {seeds!r})")
 
 
+def _beside(base: Path, relative: str) -> Path:
+    """A path of the grid file, as seen from here ("benchmarks/../runs/kws" is "runs/kws")."""
+    return Path(os.path.normpath(base / relative))
+
+
 def _run(path, base: Path, entry, k: int) -> RunSpec:
     if isinstance(entry, str):
-        return RunSpec(base / entry)
+        return RunSpec(_beside(base, entry))
     if isinstance(entry, dict):
         if not isinstance(entry.get("out"), str):
             raise _error(path, f"runs[{k}] is a table of build settings and needs out = \"FOLDER\"")
@@ -111,8 +117,8 @@ def _run(path, base: Path, entry, k: int) -> RunSpec:
             raise _error(path, f"runs[{k}] has unknown build setting {unknown[0]!r}; known: {', '.join(BUILD_KEYS)}")
         build = {key: value for key, value in entry.items() if key != "out"}
         if isinstance(build.get("data"), str):
-            build["data"] = str(base / build["data"])
-        return RunSpec(base / entry["out"], build)
+            build["data"] = str(_beside(base, build["data"]))
+        return RunSpec(_beside(base, entry["out"]), build)
     raise _error(path, f"runs[{k}] must be a run folder or a table of build settings (got {entry!r})")
 
 
@@ -153,5 +159,5 @@ def read_grid(path) -> Grid:
             raise _error(path, f"[grid] {name} lists a value twice")
         if name in fixed:
             raise _error(path, f"{name} is both in [fixed] and in [grid]; keep one")
-    return Grid(path, specs, device, base / devices if devices else None, _seeds(path, data.get("seeds", 1)),
+    return Grid(path, specs, device, _beside(base, devices) if devices else None, _seeds(path, data.get("seeds", 1)),
                 fixed, axes)

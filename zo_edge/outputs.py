@@ -279,9 +279,11 @@ def resume_folder(out, kind: str, force: bool = False, inputs=(), option: str = 
         if marker is None or marker.get("kind") != kind:
             what = "was not written by zo-edge" if marker is None else f"is a zo-edge {marker.get('kind')} folder"
             raise ZoEdgeError(f"{option} {out} exists and {what}, not {kind} output to resume; choose another folder")
-        for stale in sorted(out.rglob(".*.tmp-*")) + sorted(out.rglob(".*.old-*")):
+        for stale in sorted(out.rglob(".*.tmp-*")) + sorted(out.rglob(".*.old-*")):  # zo-edge's temporary names
             if stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)
+            elif stale.is_file():
+                stale.unlink()
         foreign = [f for f in foreign_entries(out) if f not in rewritten]
         if foreign:
             shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")

@@ -9,19 +9,23 @@ heaviest form (the classifier training too):
     instructions ≈ INSTRUCTIONS_PER_MAC · B · (prefix MACs + passes · suffix MACs)
 
 with passes = 2q+1 (zo-fc), 2q (zo), 1 (head), 3 (fo: a forward and, counted as twice its MACs, a
-backward pass through the suffix) and 0 (frozen: no step). INSTRUCTIONS_PER_MAC is measured on the
-exported firmware (the reference C kernels on a Cortex-M4 under QEMU: 38,276,832 instructions per
-inference of the default DS-CNN, 2,495,104 MACs; the README's firmware section), and at batch 2,
-q = 2 the estimate is within 8 % of the measured step. Time per step is a lower bound: those
+backward pass through the suffix) and 0 (frozen: no step). INSTRUCTIONS_PER_MAC depends on the
+kernels the device's core runs and is measured on the exported firmware of the default DS-CNN in
+QEMU (2,495,104 MACs per inference; the README's firmware section): the DSP kernels on the Cortex-M4F,
+6,235,798 instructions per inference (2.50 per MAC), and the reference kernels on the Cortex-M3,
+33,489,117 (13.42 per MAC). Cores with the DSP extension get the first figure (the M55's MVE kernels
+are not measured yet and get it too), the others the second. Time per step is a lower bound: those
 instructions at one per cycle at the device's clock. ``zo-edge verify-firmware`` measures one
-configuration exactly.
+configuration exactly. (When ``zo_edge.kernel_spec`` carries per-path costs, they belong there.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-INSTRUCTIONS_PER_MAC = 38_276_832 / 2_495_104  # ≈ 15.3, measured (see the module docstring)
+DEFAULT_MACS = 2_495_104  # one inference of the default DS-CNN
+INSTRUCTIONS_PER_MAC = {"dsp": 6_235_798 / DEFAULT_MACS, "ref": 33_489_117 / DEFAULT_MACS}  # measured, see above
+DSP_CORES = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")
 CONFIGURATION = {"zo-fc": "zo-fc", "zo": "zo-fc", "head": "zo-fc", "fo": "fo", "frozen": "inference"}
 
 
@@ -48,13 +52,16 @@ def budget(run, config, device, macs: dict | None = None) -> dict:
     macs = macs or split_macs(run)
     passes = suffix_passes(config)
     work = config.batch_size * (macs["prefix"] + passes * macs["suffix"]) if passes else 0
-    instructions = int(round(INSTRUCTIONS_PER_MAC * work))
+    kernels = "dsp" if device.core in DSP_CORES else "ref"
+    instructions = int(round(INSTRUCTIONS_PER_MAC[kernels] * work))
     ram, flash = int(memory.ram_bytes), int(memory.flash_bytes)
     return {
         "configuration": configuration,
         "ram_bytes": ram,
         "flash_bytes": flash,
         "suffix_passes_per_sample": passes,
+        "kernels": kernels,
+        "instructions_per_mac": INSTRUCTIONS_PER_MAC[kernels],
         "instructions_per_step": instructions,
         "seconds_per_step": instructions / device.clock_hz,
         "fits": ram <= device.sram_bytes and flash <= device.flash_bytes,
