@@ -22,8 +22,10 @@ step) + 2q passes with the adapter perturbed by ±k int8 steps (Rademacher signs
   their evaluations are not charged to them) against the simulator's whole run.
 * the suffix profile: milliseconds per op of one stacked probe call, what bounds the simulator.
 
-Every interpreter runs on one thread, as the simulator does. Wall-clock figures move with the load
-of the machine; the ratios, measured side by side in one run, are what the README quotes.
+Every interpreter runs on one thread, as the simulator does. Times are this process's CPU time by
+default (``--clock wall`` for elapsed time): on a machine shared with other work, elapsed times move
+with its load several-fold, CPU times much less. The ratios, measured side by side in one run, are
+what the README quotes.
 """
 
 from __future__ import annotations
@@ -75,6 +77,14 @@ def masked_ce(logits_q, y, allowed, scale, zero_point) -> float:
     return float((lse - z[np.arange(len(y)), y]).mean())
 
 
+def now() -> float:
+    """The benchmark's clock: CPU time of this process (``--clock cpu``, default) or wall time."""
+    return CLOCK()
+
+
+CLOCK = time.process_time
+
+
 class Bench:
     """One learner on the run's first continual task, and the weight settings of its steps."""
 
@@ -108,15 +118,15 @@ class Bench:
 
 
 def time_simulator_steps(b: Bench, steps: int) -> dict:
-    t0 = time.perf_counter()
+    t0 = now()
     b.L.begin_task(b.task)
-    prefix = time.perf_counter() - t0
+    prefix = now() - t0
     counters = {"saturation_events": 0, "forward_passes": 0, "prefix_passes": 0, "suffix_passes": 0, "macs": 0}
-    t0 = time.perf_counter()
+    t0 = now()
     for idx in b.batches[:steps]:
         b.L.train_step(idx, b.y_all[idx], b.allowed, 0, counters)
         b.L.step += 1
-    return {"ms_per_step": 1e3 * (time.perf_counter() - t0) / steps, "prefix_ms": 1e3 * prefix}
+    return {"ms_per_step": 1e3 * (now() - t0) / steps, "prefix_ms": 1e3 * prefix}
 
 
 def time_tflm_loop(b: Bench, steps: int) -> dict:
@@ -128,23 +138,23 @@ def time_tflm_loop(b: Bench, steps: int) -> dict:
     for idx in b.batches[:steps]:
         y, x = b.y_all[idx], x_all[idx]
         settings, logits = b.settings(), []
-        t0 = time.perf_counter()
+        t0 = now()
         for consts in settings:
             buf = patched(b.run.tflite, b.slices, consts)
-            c0 = time.perf_counter()
+            c0 = now()
             it = runtime.Interpreter.from_bytes(buf, arena_size=max(16 * len(buf), 1 << 20))
-            c1 = time.perf_counter()
+            c1 = now()
             out = []
             for i in range(len(y)):
                 it.set_input(x[i : i + 1], 0)
                 it.invoke()
                 out.append(np.array(it.get_output(0)).reshape(-1))
             create += c1 - c0
-            invoke += time.perf_counter() - c1
+            invoke += now() - c1
             invokes += len(y)
             logits.append(np.stack(out))
             masked_ce(logits[-1], y, b.allowed, *b.logit_quant)
-        spent += time.perf_counter() - t0
+        spent += now() - t0
         g = QGraph.from_bytes(buf)  # not timed: the patch reads back, and the logits are the simulator's
         assert all(np.array_equal(g.tensors[t].data, consts[t]) for t in b.slices), "patch did not read back"
         mismatched += b.mismatched(idx, settings, logits)
@@ -164,19 +174,19 @@ def time_litert_loop(b: Bench, steps: int, delegate: bool) -> dict:
     for idx in b.batches[:steps]:
         y, x = b.y_all[idx], x_all[idx]
         settings, logits = b.settings(), []
-        t0 = time.perf_counter()
+        t0 = now()
         for consts in settings:
-            c0 = time.perf_counter()
+            c0 = now()
             it = lite.Interpreter(model_content=patched(b.run.tflite, b.slices, consts), num_threads=1, **options)
             detail = it.get_input_details()[0]
             it.resize_tensor_input(detail["index"], [len(y)] + list(detail["shape"][1:]))
             it.allocate_tensors()
-            create += time.perf_counter() - c0
+            create += now() - c0
             it.set_tensor(detail["index"], x)
             it.invoke()
             logits.append(it.get_tensor(it.get_output_details()[0]["index"]).reshape(len(y), -1))
             masked_ce(logits[-1], y, b.allowed, *b.logit_quant)
-        spent += time.perf_counter() - t0
+        spent += now() - t0
         mismatched += b.mismatched(idx, settings, logits)
         compared += sum(v.size for v in logits)
         b.L.step += 1
@@ -185,21 +195,21 @@ def time_litert_loop(b: Bench, steps: int, delegate: bool) -> dict:
 
 
 def suffix_profile(b: Bench, repeats: int = 10) -> list[dict]:
-    """Milliseconds per op (median) of one stacked call of the 2q probes over a batch."""
+    """Milliseconds per op (median) of one stacked call of the 2q probes over a batch, as
+    ``SplitEngine.run_suffix(stack=2q)`` runs them (``Engine._execute_stacked``, one op at a time)."""
     L = b.L
-    idx = b.batches[0]
-    batch = {k: v[idx] for k, v in L._train_boundary.items()}
+    if not hasattr(L, "_train_boundary"):
+        L.begin_task(b.task)
+    batch = {k: v[b.batches[0]] for k, v in L._train_boundary.items()}
     rows, _ = L.zo.probes(L.perturbation(L.step), L.steps_k)
-    stack = {k: np.concatenate([v] * len(rows)) for k, v in batch.items()}
-    consts = {**L.engine.constants, **L.constants(), **L.zo.constants(rows)}
+    variants = L.zo.constants(rows)
     times = {}
     for _ in range(repeats):
-        values = dict(stack)
-        for s in L.split.suffix:
-            args = [None if i < 0 else values[i] if i in values else consts[i] for i in s.op.inputs]
-            t0 = time.perf_counter()
-            values[s.op.outputs[0]] = s.evaluate(s.params, args)
-            times.setdefault((s.op.index, s.op.opcode), []).append(time.perf_counter() - t0)
+        values, stacked, constants = dict(batch), set(), {**L.constants(), **variants}
+        for step in L.split.suffix:
+            t0 = now()
+            L.engine._execute_stacked([step], values, constants, len(rows), stacked)
+            times.setdefault((step.op.index, step.op.opcode), []).append(now() - t0)
     return [{"op": index, "opcode": opcode, "ms": 1e3 * float(np.median(t))} for (index, opcode), t in times.items()]
 
 
@@ -208,9 +218,9 @@ def time_whole_run(run, q: int, batch: int, seeds: int) -> dict:
     from zo_edge.prefix_cache import PrefixCache
 
     config = LearnerConfig(method="zo-fc", mode="int8", q=q, batch_size=batch)
-    t0 = time.perf_counter()
+    t0 = now()
     results = simulate(run, config, list(range(seeds)), prefix_cache=PrefixCache())  # an empty cache: prefix included
-    seconds = time.perf_counter() - t0
+    seconds = now() - t0
     return {"seconds": seconds, "steps": total_steps(run, config, run.scenario, range(seeds)), "seeds": seeds,
             "average_accuracy": results["metrics"]["average_accuracy"]["mean"]}
 
@@ -226,8 +236,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30, help="simulator steps to time")
     ap.add_argument("--tflm-steps", type=int, default=2, help="TFLM-loop steps to time")
     ap.add_argument("--litert-steps", type=int, default=4, help="LiteRT-loop steps to time (each loop)")
+    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                    help="cpu: this process's CPU time (steady on a shared machine); wall: elapsed time")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
 
     run = load_run(args.run)
     make_learner(run, LearnerConfig(epochs=1)).fit_task(run.scenario.tasks[0])  # compiled kernels loaded, not timed
@@ -247,6 +261,7 @@ def main() -> None:
         loop["whole_run_ratio"] = loop["whole_run_seconds"] / whole["seconds"]
     s = run.settings
     result = {"run": args.run, "model": f"{s.get('dataset')}/{s.get('arch')}", "q": args.q, "batch": args.batch,
+              "clock": args.clock,
               "forward_passes_per_step": 2 * args.q + 1, "whole_run": whole, "loops": loops, "suffix_profile": profile}
     if args.json:
         print(json.dumps(result, indent=2))
@@ -254,7 +269,7 @@ def main() -> None:
     passes = 2 * args.q + 1
     print(f"\n{result['model']}  ZO-FC int8, q={args.q}, batch {args.batch}: {passes} forward passes "
           f"({passes * args.batch} samples) per step")
-    print(f"whole run: simulate, {args.seeds} seeds of the {run.scenario.name} scenario, {whole['steps']} steps, "
+    print(f"({args.clock} time) whole run: simulate, {args.seeds} seeds of the {run.scenario.name} scenario, {whole['steps']} steps, "
           f"prefix and evaluations included: {whole['seconds']:.2f} s")
     print(f"  {'':22s} {'ms/step':>9s} {'vs simulator step':>18s} {'same steps, s':>14s} {'whole run ratio':>16s}")
     names = {"simulator": "simulator (step only)", "litert_xnnpack": "LiteRT loop, XNNPACK",

@@ -153,10 +153,11 @@ class Engine:
             values[step.op.outputs[0]] = step.evaluate(step.params, args)
         return values
 
-    def _execute_stacked(self, steps, values: dict, constants: dict, stack: int) -> set:
-        """``_execute`` for ``run_suffix(..., stack=V)``; returns the tensors that carry V·N rows."""
+    def _execute_stacked(self, steps, values: dict, constants: dict, stack: int, stacked=None) -> set:
+        """``_execute`` for ``run_suffix(..., stack=V)``; returns the tensors that carry V·N rows
+        (``stacked``: those of earlier steps, when a caller runs the steps one at a time)."""
         consts = {**self.constants, **constants}
-        stacked = set()
+        stacked = set() if stacked is None else stacked
         for step in steps:
             op = step.op
             varying = [i in stacked or (i in constants and np.ndim(constants[i]) == len(self.graph.tensors[i].shape) + 1)
