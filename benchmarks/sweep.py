@@ -1,6 +1,6 @@
 """Wall time of one sweep grid with 1 worker and with 2: how a sweep scales over the cores it is given.
 
-    python benchmarks/sweep.py [--run runs/digits] [--seeds 2] [--epochs 2] [--engine local] [--json]
+    python benchmarks/sweep.py [--run runs/digits] [--seeds 3] [--epochs 10] [--engine local] [--json]
 
 Runs the same 8-cell grid (method zo-fc and head × q 1, 2 × master int8, int16 on ``--run``, device
 stm32l432kc) into two fresh temporary sweep folders, ``--workers 1`` and then ``--workers 2``, each
@@ -40,8 +40,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="runs/digits", help="run folder made by `zo-edge build`")
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--engine", choices=["local", "ray"], default="local")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
