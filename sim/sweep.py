@@ -60,6 +60,9 @@ def run_cell(job: dict) -> dict:
         results = simulate(run, config, seeds, prefix_cache=cache)
     except ZoEdgeError as exc:
         return {"status": "failed", "error": " ".join(str(exc).split())}
+    except Exception as exc:  # noqa: BLE001 - a bug in one cell must not stop the others; it is recorded
+        return {"status": "failed", "error": f"internal error {type(exc).__name__}: {' '.join(str(exc).split())} "
+                                             "(please report it with this cell's settings)"}
     results.pop("_learners")
     return {"status": "ok", "results": results}
 
