@@ -102,9 +102,9 @@ def sweep(grid_file, out_dir, engine, workers, ray_address, retries, force, as_j
 
     \b
     Examples:
-      zo-edge sweep grid.toml --out runs/kws-sweep --workers 2
-      zo-edge sweep grid.toml --out runs/kws-sweep --engine ray --workers 8
-      zo-edge simulate runs/kws --config runs/kws-sweep/best_sim.toml
+      zo-edge sweep grid.toml --out runs/kws-grid --workers 2
+      zo-edge sweep grid.toml --out runs/kws-grid --engine ray --workers 8
+      zo-edge simulate runs/kws --config runs/kws-grid/best_sim.toml
     """
     from sim.sweep import run_sweep
     from sim.sweep_report import format_table
