@@ -1,5 +1,6 @@
 # zo-edge front door: `make demo` and `make test` on a fresh Debian machine with Python 3.11.
-# Both create .venv on first use and are quick no-ops for setup on later runs.
+# Both create .venv on first use and are quick no-ops for setup on later runs. `make test` installs the
+# dev and ray extras (the sweep's Ray engine is tested on a local cluster).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -14,7 +15,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,ray]'
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,4 +1,4 @@
-"""``zo-edge simulate`` and ``zo-edge compare``: the commands of the simulation package."""
+"""``zo-edge simulate``, ``zo-edge compare`` and ``zo-edge sweep``: the commands of the simulation package."""
 
 from __future__ import annotations
 
@@ -74,3 +74,74 @@ def compare(dirs, markdown, as_json, plot_dir, force):
         echo_json(rows)
     else:
         click.echo(format_markdown(rows) if markdown else format_table(rows))
+
+
+@click.command()
+@click.argument("grid_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Sweep folder: cells/, sweep.json, table.txt, pareto.png, best_sim.toml. An existing sweep "
+                   "folder is resumed: only missing cells run.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: a pool of worker processes; ray: Ray tasks (pip install 'zo-edge[ray]').")
+@click.option("--workers", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="Worker processes (local) or CPUs of the local Ray cluster; one core each.")
+@click.option("--ray-address", default=None, help="Connect to this Ray cluster instead of starting a local one.")
+@click.option("--retries", type=click.IntRange(0, 100), default=1, show_default=True,
+              help="How many times a cell whose worker was lost (killed, out of memory) is run again.")
+@force_option("sweep folder (start again instead of resuming)")
+@click.option("--json", "as_json", is_flag=True, help="Print sweep.json to stdout.")
+@click.option("--quiet", is_flag=True, help="No progress bar or progress lines.")
+def sweep(grid_file, out_dir, engine, workers, ray_address, retries, force, as_json, quiet):
+    """Simulate every cell of a grid, budget it on a device, rank the cells that fit.
+
+    GRID_FILE (TOML) names the runs, the device, the seeds, a [fixed] table of learner options and a
+    [grid] table of lists whose product the sweep runs (the README shows one). Each cell is a
+    simulate over the seeds plus its RAM, flash and instructions per step on the device; cells are
+    kept by a hash of their settings, the run's model and the zo-edge version, so an interrupted or
+    repeated sweep runs only the missing ones. A cell that fails is recorded with its error.
+
+    \b
+    Examples:
+      zo-edge sweep grid.toml --out runs/kws-grid --workers 2
+      zo-edge sweep grid.toml --out runs/kws-grid --engine ray --workers 8
+      zo-edge simulate runs/kws --config runs/kws-grid/best_sim.toml
+    """
+    from sim.sweep import run_sweep
+    from sim.sweep_report import format_table
+
+    log = progress_log(quiet or as_json)
+    bar, first = [None], [None]
+
+    def progress(done, total, entry, elapsed):
+        import sys
+
+        if quiet or as_json:
+            return
+        if first[0] is None:
+            first[0] = done - 1  # cells done before this run
+        if sys.stderr.isatty():
+            if bar[0] is None:  # cells done before this run are not in the bar (nor in its time left)
+                label = "cells" if done == 1 else f"cells ({done - 1} of {total} done before)"
+                bar[0] = click.progressbar(length=total - done + 1, label=label, file=sys.stderr, show_eta=True)
+                bar[0].__enter__()
+            bar[0].update(1)
+            return
+        key = entry["job"]["key"][:16]
+        outcome = entry["done"]["cell"]["status"] if entry["done"] else "lost"
+        varied = " ".join(f"{k}={v}" for k, v in entry["cell"].varied.items())
+        left = elapsed / max(done - first[0], 1) * (total - done)
+        log(f"cell {done}/{total} {key} ({Path(entry['cell'].run).name} {varied}): {outcome}; "
+            f"{elapsed:.0f} s elapsed, about {left:.0f} s left")
+
+    try:
+        summary = run_sweep(grid_file, out_dir, engine=engine, workers=workers, ray_address=ray_address,
+                            retries=retries, force=force, log=log, progress=progress)
+    finally:
+        if bar[0] is not None:
+            bar[0].__exit__(None, None, None)
+    if as_json:
+        echo_json(summary)
+        return
+    click.echo(format_table(summary))
+    best = f"; best fitting configuration: {out_dir}/best_sim.toml" if summary["best"] else "; no cell fits the device"
+    click.echo(f"wrote {out_dir}/sweep.json, table.txt, pareto.png{best}")

@@ -22,15 +22,18 @@ FORMAT = "zo-edge/results@1"
 
 
 def _accuracy(learner, xs, ys, classes) -> float:
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    return float(100.0 * np.mean(learner.predict(x, classes) == y)) if len(y) else float("nan")
+    """Accuracy (%) over several test sets together. Each set is predicted on its own (a prediction is
+    per sample), so its frozen prefix is the one cached for that set, not a new concatenation's."""
+    y = np.concatenate(ys)
+    predicted = np.concatenate([learner.predict(x, classes) for x in xs])
+    return float(100.0 * np.mean(predicted == y)) if len(y) else float("nan")
 
 
-def run_seed(run: dict, config: LearnerConfig, scenario, progress=None, task_log=None) -> dict:
+def run_seed(run: dict, config: LearnerConfig, scenario, progress=None, task_log=None, prefix_cache=None) -> dict:
     """One seed: train task by task, evaluate after each. Returns R, seen accuracy, counters, time.
     ``task_log(line)``, if given, hears one line per task as it ends."""
     t0 = time.perf_counter()
-    learner = make_learner(run, config)
+    learner = make_learner(run, config, prefix_cache=prefix_cache)
     tasks = [scenario.base] + list(scenario.tasks)
     T = len(tasks)
     R = [[None] * T for _ in range(T)]
@@ -57,15 +60,25 @@ def total_steps(run: dict, config: LearnerConfig, scenario, seeds) -> int:
     return per_seed * len(seeds)
 
 
-def simulate(run: dict, config: LearnerConfig, seeds, progress=None, log=None, task_log=None) -> dict:
+def simulate(run: dict, config: LearnerConfig, seeds, progress=None, log=None, task_log=None,
+             prefix_cache=None) -> dict:
     """Every seed in turn; returns the results.json content (see the README for the schema).
-    ``log`` hears one line per seed, ``task_log`` one per task, ``progress()`` one call per step."""
+    ``log`` hears one line per seed, ``task_log`` one per task, ``progress()`` one call per step.
+    ``prefix_cache``: a ``PrefixCache`` to share (a sweep's, on disk); by default the seeds share one
+    in memory. BLAS runs on one thread here: the suffix's matmuls are small, and several threads on a
+    busy machine ran them up to 20× slower (measured); parallel seeds and cells are ``zo-edge sweep``'s."""
+    from threadpoolctl import threadpool_limits
+
+    from zo_edge.prefix_cache import PrefixCache
+
     config.check()
     scenario = run.scenario
+    prefix_cache = prefix_cache if prefix_cache is not None else PrefixCache()
     t0 = time.perf_counter()
     per_seed = []
     for seed in seeds:
-        one = run_seed(run, dataclasses.replace(config, seed=int(seed)), scenario, progress, task_log)
+        with threadpool_limits(1, user_api="blas"):
+            one = run_seed(run, dataclasses.replace(config, seed=int(seed)), scenario, progress, task_log, prefix_cache)
         per_seed.append(one)
         if log:
             log(f"seed {seed}: average accuracy {metrics.average_accuracy(one['seen']):.1f}%, "

@@ -30,6 +30,7 @@ COMMANDS = {
     "export": "firmware_export.cli:export_cmd",
     "verify-firmware": "firmware_export.cli:verify_firmware_cmd",
     "profile": "zo_edge.commands:profile_cmd",
+    "sweep": "sim.cli:sweep",
     "demo": "zo_edge.commands:demo",
     "infer": "zo_edge.commands:infer",
     "verify": "zo_edge.commands:verify",

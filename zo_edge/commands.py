@@ -236,15 +236,8 @@ def verify(model, inputs_path, random_n, seed, intermediates, as_json):
               help="An exported firmware folder (zo-edge export): build it, run it in QEMU and put the measured "
                    "library flash, static RAM and stack high-water mark beside the zo-fc estimate (its learner "
                    "settings replace the flags).")
-@click.option("--sweep", is_flag=True,
-              help="Instead of one budget: zo-fc RAM, flash and estimated instructions per step for q in 1..16 and "
-                   "int8/int16 masters, over RUN_DIR and every --sweep-run (other adapter placements and widths).")
-@click.option("--sweep-run", "sweep_runs", multiple=True, type=existing_folder(),
-              help="Another run folder for --sweep (e.g. built with --adapter-position after or --adapter-width 16).")
-@click.option("--results", "results_dirs", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="simulate output folders: --sweep rows with the same run, q and master show their accuracy.")
 def profile_cmd(run_dir, device_name, method, devices_file, batch_size, q, master, momentum, as_json, plot_path,
-                force, fw_dir, sweep, sweep_runs, results_dirs):
+                force, fw_dir):
     """Estimate RAM and flash of the run's model on a device for inference only, ZO-FC and first-order
     backprop (fo): per component, totals, headroom and a verdict. Learner options are those of
     `zo-edge simulate` (int8 mode).
@@ -260,36 +253,20 @@ def profile_cmd(run_dir, device_name, method, devices_file, batch_size, q, maste
       zo-edge profile runs/kws --device nrf52840
       zo-edge profile runs/kws --device stm32l432kc --method all --plot budget.png
       zo-edge profile runs/kws --device my-board --devices my-devices.toml --json
+
+    Many configurations at once, with their simulated accuracy: `zo-edge sweep`.
     """
     from zo_edge.build import load_run
     from zo_edge.devices import get_device, load_catalogue
     from zo_edge.learners import LearnerConfig
     from zo_edge.outputs import check_output_file, write_file
 
-    inputs = (run_dir, fw_dir, devices_file, *sweep_runs, *results_dirs)
+    inputs = (run_dir, fw_dir, devices_file)
     if plot_path:
         check_output_file(plot_path, force, inputs, option="--plot", suffixes=(".png",))
     catalogue = load_catalogue(extra=devices_file)
     flags = {"batch_size": batch_size, "q": q, "master": master, "momentum": momentum}
     config = LearnerConfig(method="zo-fc", mode="int8", **{k: v for k, v in flags.items() if v is not None}).check()
-    if sweep:
-        from sim.compare import load_results
-        from zo_edge.sweep import format_sweep, plot_sweep
-        from zo_edge.sweep import sweep as run_sweep
-
-        device = get_device(device_name, catalogue) if device_name else None
-        runs = [load_run(d) for d in (run_dir, *sweep_runs)]
-        rows = run_sweep(runs, config, device, [load_results(d) for d in results_dirs])
-        if plot_path:
-            with write_file(plot_path, force, inputs, option="--plot", suffixes=(".png",)) as tmp:
-                plot_sweep(rows, tmp, device)
-        if as_json:
-            echo_json({"device": device.to_json() if device else None, "rows": rows})
-        else:
-            click.echo(format_sweep(rows))
-            if plot_path:
-                click.echo(f"wrote {plot_path}")
-        return
     if device_name is None:
         raise ZoEdgeError(f"give --device KEY; known devices: {', '.join(sorted(catalogue))}")
     device = get_device(device_name, catalogue)

@@ -34,6 +34,7 @@ class Step:
     op: object
     evaluate: object
     params: object
+    shared: object = None  # the kernel's ``shared`` form for stacked runs (``SplitEngine.run_suffix``)
 
 
 def _check_dataflow(graph: QGraph) -> None:
@@ -97,7 +98,7 @@ class Engine:
                 raise ZoEdgeError(f"{where} cannot run: {exc}") from None
             except Exception as exc:  # noqa: BLE001 - the last line of defence behind the kernel's own checks
                 raise unchecked_failure(graph.source, f"preparing {op.opcode} (op {op.index})", exc) from None
-            self.steps.append(Step(op, kernel.evaluate, params))
+            self.steps.append(Step(op, kernel.evaluate, params, kernel.shared))
 
     # -- running -------------------------------------------------------------------------------
     def check_inputs(self, inputs) -> list[np.ndarray]:
@@ -151,6 +152,28 @@ class Engine:
             args = [None if i < 0 else values[i] if i in values else consts[i] for i in step.op.inputs]
             values[step.op.outputs[0]] = step.evaluate(step.params, args)
         return values
+
+    def _execute_stacked(self, steps, values: dict, constants: dict, stack: int, stacked=None) -> set:
+        """``_execute`` for ``run_suffix(..., stack=V)``; returns the tensors that carry V·N rows
+        (``stacked``: those of earlier steps, when a caller runs the steps one at a time)."""
+        consts = {**self.constants, **constants}
+        stacked = set() if stacked is None else stacked
+        for step in steps:
+            op = step.op
+            varying = [i in stacked or (i in constants and np.ndim(constants[i]) == len(self.graph.tensors[i].shape) + 1)
+                       for i in op.inputs]
+            args = [None if i < 0 else values[i] if i in values else consts[i] for i in op.inputs]
+            if not any(varying):  # the same for every variant: computed once
+                values[op.outputs[0]] = step.evaluate(step.params, args)
+                continue
+            shared = [i in values and i in self.batched and not v for i, v in zip(op.inputs, varying)]
+            if any(shared) and step.shared is not None:
+                values[op.outputs[0]] = step.shared(step.params, args, shared, stack)
+            else:
+                args = [np.concatenate([a] * stack) if s else a for a, s in zip(args, shared)]
+                values[op.outputs[0]] = step.evaluate(step.params, args)
+            stacked.add(op.outputs[0])  # (a SHAPE of a stacked tensor is marked too: harmless, never tiled)
+        return stacked
 
     def split(self, cut: int) -> "SplitEngine":
         """Prefix = what the cut tensor depends on; suffix = the rest."""
@@ -211,8 +234,24 @@ class SplitEngine:
         self.engine._execute(self.prefix, values)
         return {i: values[i] for i in self.boundary}
 
-    def run_suffix(self, boundary: dict, capture=(), constants=None):
+    def run_suffix(self, boundary: dict, capture=(), constants=None, stack: int = 1):
+        """The suffix on the prefix's outputs. With ``stack`` = V > 1 the ``constants`` given as
+        [V, *shape] are V variants of those tensors (2q zeroth-order probes) and the boundary's N
+        samples are shared by all of them: the outputs (and captures) are V·N rows, variant-major,
+        the same bytes as a run on the boundary tiled V times (``Engine``'s variant weights), but an
+        op computes once what does not depend on the variants, and an op whose weights vary reads
+        its shared input once (``Kernel.shared``)."""
         values = dict(boundary)
-        self.engine._execute(self.suffix, values, constants)
         n = boundary[self.cut].shape[0]
-        return self.engine._outputs(values, n, self.outputs), {i: values[i] for i in capture}
+        if stack == 1:
+            self.engine._execute(self.suffix, values, constants)
+            return self.engine._outputs(values, n, self.outputs), {i: values[i] for i in capture}
+        stacked = self.engine._execute_stacked(self.suffix, values, constants or {}, stack)
+
+        def rows(i):
+            if i in stacked or i not in self.engine.batched:
+                return values[i]
+            return np.concatenate([values[i]] * stack)  # computed once, shared by every variant
+
+        outputs = self.engine._outputs({i: rows(i) for i in self.outputs}, n * stack, self.outputs)
+        return outputs, {i: rows(i) for i in capture}

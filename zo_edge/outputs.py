@@ -44,6 +44,8 @@ KINDS = {
     "firmware": ("build",),
     "plots": (),
     "demo": (),
+    "sweep": ("prefix-cache",),  # zo-edge sweep: cells/<key>/ are sweep-cell folders; the cache is rebuilt at will
+    "sweep-cell": (),
 }
 
 
@@ -259,6 +261,41 @@ def fill_folder(out, kind: str, force: bool = False, inputs=(), option: str = "-
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def resume_folder(out, kind: str, force: bool = False, inputs=(), option: str = "--out", rewritten=()) -> bool:
+    """Make ``out`` a ``kind`` folder that a command fills over several runs, each part written whole
+    (``write_folder`` per part: a sweep's cells). Returns True when an existing folder is resumed.
+
+    A missing or empty folder is created and marked now, so an interrupted run leaves a folder that the
+    next run recognises. An existing one is resumed only when zo-edge wrote it as this kind and it holds
+    nothing foreign besides ``rewritten`` (files the command rewrites at its end); ``force`` replaces it
+    instead, under check_output_folder's rules. Temporary folders an interrupted part left are removed."""
+    out = Path(out)
+    _check_path_prefix(out, option)
+    _check_inputs(out, inputs, option)
+    if out.is_dir() and any(out.iterdir()) and not force:
+        marker = read_marker(out)
+        if marker is None or marker.get("kind") != kind:
+            what = "was not written by zo-edge" if marker is None else f"is a zo-edge {marker.get('kind')} folder"
+            raise ZoEdgeError(f"{option} {out} exists and {what}, not {kind} output to resume; choose another folder")
+        for stale in sorted(out.rglob(".*.tmp-*")) + sorted(out.rglob(".*.old-*")):  # zo-edge's temporary names
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            elif stale.is_file():
+                stale.unlink()
+        foreign = [f for f in foreign_entries(out) if f not in rewritten]
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise ZoEdgeError(f"{option} {out} holds files zo-edge did not write (or that changed since): {shown}; "
+                              "move them or choose another folder")
+        return True
+    check_output_folder(out, kind, force, inputs, option)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    write_marker(out, kind)
+    return False
 
 
 def _record_path(path: Path) -> Path:

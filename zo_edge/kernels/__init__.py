@@ -18,16 +18,19 @@ class Kernel(NamedTuple):
     prepare: Callable
     evaluate: Callable
     options: str  # the schema table of the op's options (the engine refuses an op that carries another)
+    # shared(params, inputs, shared, stack): the op on V stacked variants when the inputs flagged in
+    # ``shared`` are one N-row batch for all of them (``SplitEngine.run_suffix(stack=V)``); None: tiled
+    shared: Callable | None = None
 
 
 KERNELS: dict[str, Kernel] = {
-    "ADD": Kernel(add.prepare_add, add.eval_add, "AddOptions"),
+    "ADD": Kernel(add.prepare_add, add.eval_add, "AddOptions", add.add_shared),
     "AVERAGE_POOL_2D": Kernel(pooling.prepare_pool, pooling.eval_average_pool, "Pool2DOptions"),
-    "CONV_2D": Kernel(conv.prepare_conv, conv.eval_conv, "Conv2DOptions"),
+    "CONV_2D": Kernel(conv.prepare_conv, conv.eval_conv, "Conv2DOptions", conv.conv_shared),
     "DEPTHWISE_CONV_2D": Kernel(conv.prepare_depthwise, conv.eval_depthwise, "DepthwiseConv2DOptions"),
     "DEQUANTIZE": Kernel(quantize.prepare_dequantize, quantize.eval_dequantize, "DequantizeOptions"),
     "FULLY_CONNECTED": Kernel(fully_connected.prepare_fully_connected, fully_connected.eval_fully_connected,
-                              "FullyConnectedOptions"),
+                              "FullyConnectedOptions", fully_connected.fully_connected_shared),
     "MAX_POOL_2D": Kernel(pooling.prepare_pool, pooling.eval_max_pool, "Pool2DOptions"),
     "MEAN": Kernel(mean.prepare_mean, mean.eval_mean, "ReducerOptions"),
     "PACK": Kernel(shape_ops.prepare_pack, shape_ops.eval_pack, "PackOptions"),

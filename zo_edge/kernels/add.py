@@ -74,6 +74,19 @@ def eval_add(p: AddParams, inputs) -> np.ndarray:
     return p.table[index]
 
 
+def add_shared(p: AddParams, inputs, shared, stack: int) -> np.ndarray:
+    """ADD of a stacked input (V·N rows, variant-major) and one shared by the variants (N rows):
+    the shared one is read V times in place, never tiled."""
+    a, b = inputs
+    if a.shape[1:] != b.shape[1:] or shared[0] == shared[1]:  # broadcasting ADDs tile their shared input
+        return eval_add(p, [np.concatenate([x] * stack) if s else x for x, s in zip(inputs, shared)])
+    per_variant = b.size if shared[1] else a.size
+    stacked, single = (a, b) if shared[1] else (b, a)
+    out = fused.table_lookup_shared(np.ascontiguousarray(stacked).reshape(stack, per_variant),
+                                    np.ascontiguousarray(single).reshape(per_variant), p.table, bool(shared[1]))
+    return out.reshape(stacked.shape)
+
+
 def add_arithmetic(p: AddParams, inputs) -> np.ndarray:
     """TFLM's arithmetic, element by element (what the table holds)."""
     a = (inputs[0].astype(np.int64) - p.input1_zero_point) << LEFT_SHIFT

@@ -160,10 +160,40 @@ def eval_conv(p: ConvParams, inputs) -> np.ndarray:
     return requantize_accumulator(acc, bias, p).reshape(n, oh, ow, out_c)
 
 
+def conv_shared(p: ConvParams, inputs, shared, stack: int) -> np.ndarray:
+    """CONV_2D with one input shared by V variants of the filter or bias (``SplitEngine.run_suffix``
+    with a stack): the input's windows are formed and converted once, not once per variant."""
+    x, filters, bias = inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None
+    offset_x = x.astype(p.acc_dtype) - p.acc_dtype(p.input_zero_point)
+    rows = offset_x if p.pointwise else patches(offset_x, p.window, 0)
+    n, oh, ow = rows.shape[:3]
+    w = filters if filters.ndim == 5 else filters[None]
+    out_c = w.shape[1]
+    acc = (rows.reshape(n * oh * ow, -1) @ w.reshape(len(w) * out_c, -1).T.astype(p.acc_dtype))
+    acc = acc.reshape(n * oh * ow, len(w), out_c).transpose(1, 0, 2)  # [variants, rows, out_c]
+    if len(w) == 1 and bias is not None and bias.ndim == 2:  # only the bias varies
+        acc = np.broadcast_to(acc, (stack,) + acc.shape[1:])
+    return requantize_accumulator(acc, bias, p).reshape(stack * n, oh, ow, out_c)
+
+
 def eval_depthwise(p: ConvParams, inputs) -> np.ndarray:
+    """One compiled pass over the windows (``fused.depthwise_accumulate``: a few taps per output, where
+    numpy would make a pass over the whole batch per tap); ``eval_depthwise_numpy`` is the same in numpy."""
     x, filters, bias = inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None
     if variant_weights(filters, 4, x.shape[0]) != 1:
         raise ValueError("DEPTHWISE_CONV_2D does not take per-variant weights (adapters are 1x1 or dense)")
+    w = p.window
+    _, kh, kw, out_c = filters.shape
+    acc = fused.depthwise_accumulate(np.ascontiguousarray(x), p.input_zero_point,
+                                     np.ascontiguousarray(filters.reshape(kh, kw, out_c)), p.depth_multiplier,
+                                     w.stride_h, w.stride_w, w.dilation_h, w.dilation_w, w.pad_top, w.pad_left,
+                                     w.out_h, w.out_w)
+    return requantize_accumulator(acc, bias, p)
+
+
+def eval_depthwise_numpy(p: ConvParams, inputs) -> np.ndarray:
+    """The numpy form of ``eval_depthwise`` (a vectorised pass per tap), kept as its reference in the tests."""
+    x, filters, bias = inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None
     offset_x = x.astype(p.acc_dtype) - p.acc_dtype(p.input_zero_point)
     windows = patches(offset_x, p.window, 0)
     n, oh, ow, kh, kw, in_c = windows.shape

@@ -83,3 +83,18 @@ def eval_fully_connected(p: FullyConnectedParams, inputs) -> np.ndarray:
     w = filters.reshape(v, units, depth).astype(p.acc_dtype) - p.acc_dtype(p.filter_zero_point)
     acc = rows @ w.transpose(0, 2, 1)
     return requantize_accumulator(acc, bias, p).reshape((n,) + p.output_shape)
+
+
+def fully_connected_shared(p: FullyConnectedParams, inputs, shared, stack: int) -> np.ndarray:
+    """FULLY_CONNECTED with its input shared by V variants of the filter or bias (see
+    ``conv.conv_shared``): one matmul against every variant side by side."""
+    x, filters, bias = inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None
+    n = x.shape[0]
+    w = filters if filters.ndim == 3 else filters[None]
+    units, depth = w.shape[-2:]
+    rows = x.reshape(-1, depth).astype(p.acc_dtype) - p.acc_dtype(p.input_zero_point)
+    acc = rows @ (w.reshape(len(w) * units, depth).astype(p.acc_dtype) - p.acc_dtype(p.filter_zero_point)).T
+    acc = acc.reshape(len(rows), len(w), units).transpose(1, 0, 2)  # [variants, rows, units]
+    if len(w) == 1 and bias is not None and bias.ndim == 2:  # only the bias varies
+        acc = np.broadcast_to(acc, (stack,) + acc.shape[1:])
+    return requantize_accumulator(acc, bias, p).reshape((stack * n,) + p.output_shape)

@@ -9,13 +9,14 @@ from __future__ import annotations
 from zo_edge.learners.config import METHODS, MODES, LearnerConfig
 
 
-def make_learner(run: dict, config: LearnerConfig):
-    """A learner for ``config.method`` in ``config.mode`` on the model of a run folder (``build.load_run``)."""
+def make_learner(run: dict, config: LearnerConfig, prefix_cache=None):
+    """A learner for ``config.method`` in ``config.mode`` on the model of a run folder (``build.load_run``).
+    ``prefix_cache``: a ``zo_edge.prefix_cache.PrefixCache`` the int8 learners share (default: their own)."""
     config.check()
     if config.mode == "int8" and config.method != "fo":
         from zo_edge.learners.int8_learner import Int8Learner
 
-        return Int8Learner(run, config)
+        return Int8Learner(run, config, prefix_cache=prefix_cache)
     from zo_edge.learners.float_learner import FloatLearner
 
     return FloatLearner(run, config)

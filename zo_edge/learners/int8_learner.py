@@ -10,8 +10,9 @@ batch's cut activations (or run the prefix twice) — in this order it runs, per
 and the suffix 2q+1 times with one weight set, and keeps only running sums. Float mode keeps the
 reference order.
 
-In the simulator the 2q probes run as *one* engine call: the batch tiled 2q times and each trainable tensor given as a stack
-of 2q variants (``kernels.conv.variant_weights``). Losses, the classifier's gradient and all updates
+In the simulator the 2q probes run as *one* engine call: each trainable tensor given as a stack of 2q
+variants and the batch shared by them (``SplitEngine.run_suffix(stack=2q)``: the adapter's input is
+read once for all probes). Losses, the classifier's gradient and all updates
 are integer (``fixed``, ``int8_state``); perturbation signs and rounding noise come from ``prng`` at
 coordinates (seed, step, query, index), so the firmware regenerates them instead of storing them.
 """
@@ -28,10 +29,11 @@ from zo_edge.learners import fixed
 from zo_edge.learners.base import Learner
 from zo_edge.learners.config import OptionError
 from zo_edge.learners.int8_state import SR_QUERY_CLASSIFIER, SR_QUERY_ZO, ParamVector
+from zo_edge.prefix_cache import PrefixCache
 from zo_edge.qgraph import QGraph
 
 class Int8Learner(Learner):
-    def __init__(self, run, config, graph: QGraph | None = None):
+    def __init__(self, run, config, graph: QGraph | None = None, prefix_cache: PrefixCache | None = None):
         super().__init__(run, config)
         cfg = self.config
         self.graph = graph or run.graph
@@ -60,7 +62,7 @@ class Int8Learner(Learner):
         if self.zo is not None:
             self.epsilon, self.steps_k = self._resolve_epsilon()
         self._check_multipliers()
-        self._prefix_cache = {}
+        self.prefix_cache = prefix_cache or PrefixCache()  # shared by the seeds of a run, the cells of a sweep
 
     # -- configuration -------------------------------------------------------------------------
     def _resolve_epsilon(self):
@@ -119,13 +121,9 @@ class Int8Learner(Learner):
                 out.update(vec.constants(vec.view()))
         return out
 
-    def _boundary(self, x, key=None) -> dict:
-        """Prefix outputs for float samples x (cached per array: the prefix is frozen)."""
-        key = key if key is not None else (id(x), x.shape)
-        if key not in self._prefix_cache:
-            q = self.engine.quantize_input(x)
-            self._prefix_cache[key] = (x, self.split.run_prefix([q]))  # keep x alive: its id is the key
-        return self._prefix_cache[key][1]
+    def _boundary(self, x) -> dict:
+        """Prefix outputs for float samples x (cached by content: the prefix is frozen)."""
+        return self.prefix_cache.boundary(self.split, x)
 
     def logits(self, x) -> np.ndarray:
         out, _ = self.split.run_suffix(self._boundary(x), constants=self.constants())
@@ -166,8 +164,8 @@ class Int8Learner(Learner):
         losses = []
         for start in range(0, len(rows), per_call):  # one call for all probes unless asked otherwise
             part = rows[start : start + per_call]
-            tiled = {k: np.concatenate([v] * len(part)) for k, v in batch.items()}
-            out, _ = self.split.run_suffix(tiled, constants={**fixed_consts, **self.zo.constants(part)})
+            out, _ = self.split.run_suffix(batch, constants={**fixed_consts, **self.zo.constants(part)},
+                                           stack=len(part))
             logits = out[0].reshape(len(part), len(y), -1)
             losses.append(fixed.cross_entropy_q16(logits, y[None, :], allowed, self.tables).sum(axis=1))
         return np.concatenate(losses), saturated
