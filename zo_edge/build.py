@@ -114,11 +114,11 @@ def load_data(dataset: str | None, data, seed: int, input_shape=None):
     return load_dataset(dataset, seed=seed)
 
 
-def make_stream(ds, scenario: str, seed: int, base_classes=None, classes_per_task=None, tasks=None):
+def make_stream(ds, scenario: str, seed: int, base_classes=None, classes_per_task=None, tasks=None, shifts=None):
     from zo_edge.data import make_scenario
 
     return make_scenario(ds, scenario, seed=seed, base_classes=base_classes, classes_per_task=classes_per_task,
-                         tasks=tasks)
+                         tasks=tasks, shifts=shifts)
 
 
 def run_meta(*, settings: dict, ds, sc, model: dict, plan, quantized, pretrain: dict, acc8: dict) -> dict:
@@ -177,13 +177,16 @@ def write_run(out: Path, force: bool, inputs, meta: dict, quantized, ds, sc, ker
 # -- the zoo -----------------------------------------------------------------------------------------
 def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il", seed: int = 0, arch=None,
               adapter_position="last", adapter_width: int = 8, epochs=None, force: bool = False, log=print,
-              base_classes=None, classes_per_task=None, tasks=None, data=None, quant_config=None) -> RunFolder:
+              base_classes=None, classes_per_task=None, tasks=None, data=None, quant_config=None,
+              head: str = "dense", shifts: str | None = None) -> RunFolder:
     """Build a zoo model's run folder (module docstring) and return it, read back with ``load_run``.
 
     ``dataset``: a bundled set, or ``data``: the path of the user's npz (``zo_edge.data`` documents the
     format). ``tasks`` ("0,1,2,3;4,5" or lists) or ``base_classes``/``classes_per_task`` shape a class-il
-    stream. Refuses a non-empty ``out_dir`` unless ``force`` and it is a run folder zo-edge wrote; the
-    old folder is replaced only once the new one is complete.
+    stream; ``shifts`` ("mild", the default, or "strong") chooses the bundled sets' synthetic domain-il
+    shifts. ``head``: "dense" or "cosine" (``zo_edge.models``). Refuses a non-empty ``out_dir`` unless
+    ``force`` and it is a run folder zo-edge wrote; the old folder is replaced only once the new one is
+    complete.
     """
     from zo_edge import models
     from zo_edge.quantize import QuantConfig, quantize_model
@@ -200,14 +203,14 @@ def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il
 
     log(f"loading {data or dataset} and making the {scenario} scenario (seed {seed})")
     ds = load_data(dataset, data, seed)
-    sc = make_stream(ds, scenario, seed, base_classes, classes_per_task, tasks)
+    sc = make_stream(ds, scenario, seed, base_classes, classes_per_task, tasks, shifts)
     arch = arch or (models.default_arch(ds.name) if data is None else None)
     if arch is None:
         raise ZoEdgeError("give --arch for the zoo model to train on your data (one of "
                           f"{', '.join(sorted(models.ARCHS))}), or bring your own with --model / --tflite")
     position = models.resolve_adapter_position(arch, adapter_position)
     model = models.build_model(arch, ds.input_shape, ds.num_classes, adapter_position=adapter_position,
-                               adapter_width=adapter_width, seed=seed)
+                               adapter_width=adapter_width, seed=seed, head=head)
     counts = models.param_counts(model)
     log(f"model {arch}: {counts['deployed']} parameters deployed, adapters at {position} "
         f"({counts['adapter']} parameters, width {adapter_width})")
@@ -216,7 +219,7 @@ def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il
     pre = models.pretrain(model, sc.base, epochs=epochs, seed=seed)
     log(f"pretrained in {pre['seconds']:.1f} s: base-class test accuracy {pre['base_accuracy']:.3f}")
 
-    quantized = quantize_model(model, sc.base.x_train, config=quant_config or QuantConfig(), seed=seed)
+    quantized = quantize_model(model, sc.base.x_train, config=quant_config or QuantConfig(), seed=seed, head=head)
     plan = quantized.plan
     acc8 = int8_accuracy(quantized.tflite, plan, sc.base.x_test, sc.base.y_test, sc.base.classes)
     log(f"int8 model: {len(quantized.tflite)} bytes, base-class test accuracy in TFLM {acc8['accuracy']:.3f}")
@@ -224,11 +227,11 @@ def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il
     settings = {
         "source": "zoo", "dataset": ds.name, "scenario": scenario, "seed": seed, "arch": arch,
         "adapter_position": adapter_position,
-        "adapter_width": int(adapter_width), "epochs": pre["epochs"],
+        "adapter_width": int(adapter_width), "epochs": pre["epochs"], "head": head,
         "base_classes": len(sc.base.classes), "classes_per_task": sc.meta.get("classes_per_task"),
     }
     model_meta = {
-        "arch": arch, "description": models.ARCHS[arch], "params": counts,
+        "arch": arch, "description": models.ARCHS[arch], "params": counts, "head": head,
         "adapter": {"position": position, "requested_position": adapter_position, "width": int(adapter_width),
                     **models.adapter_info(model)},
         "input_shape": [int(d) for d in model.input_shape[1:]], "num_classes": int(ds.num_classes),

@@ -13,7 +13,9 @@ Every model has the same named parts, which the quantiser, the QGraph and the le
   "after" (after the pooling, with Dense down/up layers on the pooled vector; the "block" is then the
   identity). ``zo_edge.keras_edit`` attaches the same adapters to a user's own model;
   ``adapters_of`` finds them in either;
-* a ``classifier``: Dense(num_classes) producing logits (no softmax in the graph).
+* a ``classifier``: Dense(num_classes) producing logits (no softmax in the graph). With ``head="cosine"``
+  the reference's cosine classifier instead: ``classifier_norm`` (``keras_layers.L2Normalize``) then the
+  Dense ``classifier`` with a zero bias whose kernel columns all have one norm, the scale sigma.
 
 ``pretrain`` trains the backbone and the base-class rows of the classifier on the base task only; the
 adapters are frozen (they stay the identity) and the rows of classes not seen yet are initialised at
@@ -218,14 +220,14 @@ def parse_adapter_positions(position, num_blocks: int) -> list:
 
 
 def build_model(arch: str, input_shape, num_classes: int, adapter_position="last", adapter_width: int = 8,
-                seed: int = 0):
+                seed: int = 0, head: str = "dense"):
     """Build a zoo model (float Keras) with residual adapters and a logits classifier.
 
     ``adapter_position``: "last" (default: the last block), an integer block index, "after" (after the
     pooling, Dense adapter on the pooled vector), a list of these (one adapter each, numbered in graph
     order) or None (no adapter, e.g. for comparisons). Each adapter's up-projection is
-    zero-initialised, so the model starts exactly as the model without adapters. Seeds Keras' global
-    generator with ``seed`` (``keras.utils.set_random_seed``).
+    zero-initialised, so the model starts exactly as the model without adapters. ``head``: "dense" or
+    "cosine" (module docstring). Seeds Keras' global generator with ``seed`` (``keras.utils.set_random_seed``).
     """
     configure_tensorflow()  # first: it imports TensorFlow without its start-up chatter
     import keras
@@ -243,6 +245,8 @@ def build_model(arch: str, input_shape, num_classes: int, adapter_position="last
         raise ZoEdgeError(f"num_classes must be at least 2 (got {num_classes})")
     if int(adapter_width) < 1:
         raise ZoEdgeError(f"adapter width must be a positive number of channels (got {adapter_width})")
+    if head not in HEADS:
+        raise ZoEdgeError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
     adapter_width = int(adapter_width)
     keras.utils.set_random_seed(int(seed))
 
@@ -268,8 +272,23 @@ def build_model(arch: str, input_shape, num_classes: int, adapter_position="last
     x = spec.pool(x)
     if "after" in positions:
         x = residual_adapter(x, x, adapter_width, index)
+    if head == "cosine":
+        from zo_edge.keras_layers import L2Normalize
+
+        x = L2Normalize(name="classifier_norm")(x)
     logits = layers.Dense(int(num_classes), name="classifier")(x)
     return keras.Model(inputs, logits, name=arch)
+
+
+HEADS = ("dense", "cosine")  # zo_edge.plan.HEAD_KINDS
+
+
+def head_kind(model, classifier: str = "classifier") -> str:
+    """"cosine" when the Dense ``classifier`` reads an ``L2Normalize`` layer's output, else "dense"."""
+    from zo_edge.keras_layers import L2Normalize
+
+    source = model.get_layer(classifier).input._keras_history[0]
+    return "cosine" if isinstance(source, L2Normalize) else "dense"
 
 
 def residual_adapter(cut, base, width: int, index: int, kernel_initializer="glorot_uniform"):
@@ -446,7 +465,13 @@ def fit_base_rows(model, task, *, epochs: int, seed: int, batch_size: int, learn
         raise ZoEdgeError(f"base task {task.name!r} has training labels outside its classes {classes}")
 
     keras.utils.set_random_seed(int(seed))
-    head = keras.layers.Dense(len(classes), name="base_head")
+    cosine = head_kind(model, classifier) == "cosine"
+    if cosine:  # sigma times unit rows, trained as one head (the reference's CosineLinear)
+        from zo_edge.keras_layers import CosineHead
+
+        head = CosineHead(len(classes), name="base_head")
+    else:
+        head = keras.layers.Dense(len(classes), name="base_head")
     x_train = np.asarray(task.x_train, dtype=np.float32)
     if train_backbone:
         train_model = keras.Model(model.inputs, head(layer.input), name=f"{model.name}_pretrain")
@@ -458,7 +483,12 @@ def fit_base_rows(model, task, *, epochs: int, seed: int, batch_size: int, learn
         frozen = []
     kernel, bias = (np.array(w, dtype=np.float32) for w in layer.get_weights())
     if head_init == "classifier":
-        head.set_weights([kernel[:, classes], bias[classes]])
+        if cosine:
+            columns = kernel[:, classes]
+            head.build(columns.shape[:1])
+            head.set_weights([columns, np.float32(np.linalg.norm(columns, axis=0).mean())])
+        else:
+            head.set_weights([kernel[:, classes], bias[classes]])
     was_trainable = [other.trainable for other in frozen]
     for other in frozen:
         other.trainable = False
@@ -478,7 +508,11 @@ def fit_base_rows(model, task, *, epochs: int, seed: int, batch_size: int, learn
     seconds = time.perf_counter() - start
 
     # base rows from the trained head; the other rows at the trained rows' magnitude (or kept)
-    w_head, b_head = head.get_weights()  # [F, B], [B]
+    if cosine:  # every row at norm sigma, no bias: the Dense classifier computes sigma cos(h, w_c)
+        v, sigma = head.get_weights()
+        w_head, b_head = float(sigma) * v / np.linalg.norm(v, axis=0, keepdims=True), np.zeros(len(classes))
+    else:
+        w_head, b_head = head.get_weights()  # [F, B], [B]
     kernel[:, classes] = w_head
     bias[classes] = b_head
     others = [c for c in range(num_classes) if c not in classes] if redraw_other_rows else []
@@ -494,6 +528,7 @@ def fit_base_rows(model, task, *, epochs: int, seed: int, batch_size: int, learn
         "optimizer": "adam, cosine decay to 1% over the run",
         "trained": "backbone and base rows" if train_backbone else "base rows (features computed once)",
         "head_init": head_init,
+        "head": "cosine" if cosine else "dense",
         "seed": int(seed),
         "seconds": round(seconds, 3),
         "train_samples": int(len(y_train)),

@@ -39,6 +39,7 @@ class FloatLearner(Learner):
         configure_tensorflow()  # first: it imports TensorFlow without its start-up chatter
         import keras
 
+        import zo_edge.keras_layers  # noqa: F401 - registers the zoo's own layers before loading
         from zo_edge.learners.keras_split import KerasSplit
 
         if not run.has_keras:
