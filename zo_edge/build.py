@@ -178,7 +178,7 @@ def write_run(out: Path, force: bool, inputs, meta: dict, quantized, ds, sc, ker
 def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il", seed: int = 0, arch=None,
               adapter_position="last", adapter_width: int = 8, epochs=None, force: bool = False, log=print,
               base_classes=None, classes_per_task=None, tasks=None, data=None, quant_config=None,
-              head: str = "dense", shifts: str | None = None) -> RunFolder:
+              head: str = "dense", shifts: str | None = None, pretrain_dataset: str | None = None) -> RunFolder:
     """Build a zoo model's run folder (module docstring) and return it, read back with ``load_run``.
 
     ``dataset``: a bundled set, or ``data``: the path of the user's npz (``zo_edge.data`` documents the
@@ -186,7 +186,9 @@ def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il
     stream; ``shifts`` ("mild", the default, or "strong") chooses the bundled sets' synthetic domain-il
     shifts. ``head``: "dense" or "cosine" (``zo_edge.models``). Refuses a non-empty ``out_dir`` unless
     ``force`` and it is a run folder zo-edge wrote; the old folder is replaced only once the new one is
-    complete.
+    complete. ``pretrain_dataset``: a bundled set to pretrain the backbone on first (all its classes; a
+    broader or different task than the stream), after which only the classifier's base rows are fitted
+    on the stream's base task.
     """
     from zo_edge import models
     from zo_edge.quantize import QuantConfig, quantize_model
@@ -215,8 +217,20 @@ def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il
     log(f"model {arch}: {counts['deployed']} parameters deployed, adapters at {position} "
         f"({counts['adapter']} parameters, width {adapter_width})")
 
-    log(f"pretraining on the base task {sc.base.name!r} (classes {list(sc.base.classes)})")
-    pre = models.pretrain(model, sc.base, epochs=epochs, seed=seed)
+    if pretrain_dataset is None:
+        log(f"pretraining on the base task {sc.base.name!r} (classes {list(sc.base.classes)})")
+        pre = models.pretrain(model, sc.base, epochs=epochs, seed=seed)
+    else:
+        other = load_data(pretrain_dataset, None, seed)
+        log(f"pretraining the backbone on {other.name} ({other.num_classes} classes), then the classifier's rows "
+            f"on the base task {sc.base.name!r}")
+        backbone = models.pretrain_backbone(model, other, epochs=epochs, seed=seed)
+        defaults = models.PRETRAIN_DEFAULTS.get(arch, models.PRETRAIN_DEFAULTS["ds-cnn"])
+        pre = models.fit_base_rows(model, sc.base, epochs=defaults["epochs"], seed=seed,
+                                   batch_size=defaults["batch_size"], learning_rate=defaults["learning_rate"],
+                                   train_backbone=False, head_init="random", redraw_other_rows=True)
+        pre["backbone"] = backbone
+        pre["seconds"] = round(pre["seconds"] + backbone["seconds"], 3)
     log(f"pretrained in {pre['seconds']:.1f} s: base-class test accuracy {pre['base_accuracy']:.3f}")
 
     quantized = quantize_model(model, sc.base.x_train, config=quant_config or QuantConfig(), seed=seed, head=head)
@@ -228,6 +242,7 @@ def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il
         "source": "zoo", "dataset": ds.name, "scenario": scenario, "seed": seed, "arch": arch,
         "adapter_position": adapter_position,
         "adapter_width": int(adapter_width), "epochs": pre["epochs"], "head": head,
+        "pretrain_dataset": pretrain_dataset, "shifts": shifts,
         "base_classes": len(sc.base.classes), "classes_per_task": sc.meta.get("classes_per_task"),
     }
     model_meta = {

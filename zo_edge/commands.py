@@ -92,11 +92,21 @@ def _csv(value):
 @click.option("--epochs", default=None, type=click.IntRange(0, 100000),
               help="Zoo: pretraining epochs (default the model's own); --model: fine-tune the whole model on the "
                    "base task first (default 0: take it as given and fit only the classifier).")
+@click.option("--head", type=click.Choice(["dense", "cosine"]), default="dense", show_default=True,
+              help="Zoo: the classifier: dense (W h + b) or cosine (the reference's: sigma cos(h, w_c), an L2 "
+                   "normalisation before it).")
+@click.option("--shifts", type=click.Choice(["mild", "strong"]), default=None,
+              help="domain-il on a bundled set: its synthetic shifts, mild (default) or strong (spoken digits: "
+                   "noise, telephone band, reverberation, another vocal tract).")
+@click.option("--pretrain-dataset", default=None,
+              help="Zoo: pretrain the backbone on this bundled set first (all its classes), then fit only the "
+                   "classifier on the stream's base task.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
               help="Seed for the split, class order, initialisation and training.")
 @force_option("run folder")
 def build(out_dir, dataset, data_file, model_file, tflite_file, arch, scenario, base_classes, task_classes, tasks,
-          adapter_at, adapter_position, adapter_width, classifier, epochs, seed, force):
+          adapter_at, adapter_position, adapter_width, classifier, epochs, head, shifts, pretrain_dataset, seed,
+          force):
     """Make a run folder: a model with adapters and a classifier, quantised to int8, on a data stream.
 
     Three sources of the model: the zoo (trained here), your Keras model (--model) or your deployed int8
@@ -121,6 +131,9 @@ def build(out_dir, dataset, data_file, model_file, tflite_file, arch, scenario, 
                           "format)")
     if (model_file or tflite_file) and adapter_position is not None:
         raise ZoEdgeError("--adapter-position places zoo adapters beside blocks; for your model use --adapter-at")
+    if (model_file or tflite_file) and (head != "dense" or pretrain_dataset is not None or shifts is not None):
+        raise ZoEdgeError("--head, --pretrain-dataset and --shifts go with a zoo model on bundled data; your model "
+                          "brings its own classifier and pretraining, your data its own domains")
     if not (model_file or tflite_file) and (adapter_at is not None or classifier is not None):
         raise ZoEdgeError("--adapter-at and --classifier name parts of your model (--model or --tflite); the zoo "
                           "takes --adapter-position")
@@ -147,7 +160,7 @@ def build(out_dir, dataset, data_file, model_file, tflite_file, arch, scenario, 
         position = _csv(adapter_position) if adapter_position and "," in adapter_position else adapter_position
         run = build_run(out_dir, dataset=dataset or "spoken-digits", data=data_file, seed=seed, arch=arch,
                         adapter_position=position or "last", adapter_width=adapter_width, epochs=epochs,
-                        force=force, log=log, **stream)
+                        head=head, pretrain_dataset=pretrain_dataset, shifts=shifts, force=force, log=log, **stream)
     plan = run.plan
     click.echo(f"{out_dir}: {run.settings.get('arch') or run.settings.get('source')} on {run.settings['dataset']}/"
                f"{run.settings['scenario']}, {len(plan.adapters)} adapter(s), {run.num_classes} classes; see "

@@ -489,23 +489,8 @@ def fit_base_rows(model, task, *, epochs: int, seed: int, batch_size: int, learn
             head.set_weights([columns, np.float32(np.linalg.norm(columns, axis=0).mean())])
         else:
             head.set_weights([kernel[:, classes], bias[classes]])
-    was_trainable = [other.trainable for other in frozen]
-    for other in frozen:
-        other.trainable = False
-    train_model.compile(
-        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
-            learning_rate, decay_steps=max(1, epochs * -(-len(y_train) // batch_size)), alpha=0.01)),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    start = time.perf_counter()
-    try:
-        history = train_model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True,
-                                  verbose=verbose)
-    finally:
-        for other, flag in zip(frozen, was_trainable):
-            other.trainable = flag
-    seconds = time.perf_counter() - start
+    history, seconds = _fit(train_model, x_train, y_train, frozen, epochs=epochs, batch_size=batch_size,
+                            learning_rate=learning_rate, verbose=verbose)
 
     # base rows from the trained head; the other rows at the trained rows' magnitude (or kept)
     if cosine:  # every row at norm sigma, no bias: the Dense classifier computes sigma cos(h, w_c)
@@ -538,6 +523,63 @@ def fit_base_rows(model, task, *, epochs: int, seed: int, batch_size: int, learn
     }
     summary.update(evaluate_base(model, task))
     return summary
+
+
+def _fit(train_model, x, y, frozen, *, epochs: int, batch_size: int, learning_rate: float, verbose: int):
+    """Adam with cosine decay to 1 % over the run, the layers ``frozen`` held fixed; (history, seconds)."""
+    import keras
+
+    was_trainable = [layer.trainable for layer in frozen]
+    for layer in frozen:
+        layer.trainable = False
+    train_model.compile(
+        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=max(1, epochs * -(-len(y) // batch_size)), alpha=0.01)),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    start = time.perf_counter()
+    try:
+        history = train_model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
+    finally:
+        for layer, flag in zip(frozen, was_trainable):
+            layer.trainable = flag
+    return history, time.perf_counter() - start
+
+
+def pretrain_backbone(model, dataset, *, epochs: int | None = None, seed: int = 0, classifier: str = "classifier",
+                      verbose: int = 0) -> dict:
+    """Train everything before the ``classifier`` (the adapters excepted: they stay the identity) on all of
+    another ``dataset``'s classes, through a temporary head that is then dropped: a backbone pretrained
+    on a broader or different task than the stream it will learn. The classifier's rows are left for
+    ``fit_base_rows`` to fit on the stream's base task. Returns a JSON-ready summary."""
+    import keras
+
+    configure_tensorflow()
+    if tuple(dataset.input_shape) != tuple(model.input_shape[1:]):
+        raise ZoEdgeError(f"the pretraining data {dataset.name!r} has samples of shape {tuple(dataset.input_shape)}, "
+                          f"the model takes {tuple(model.input_shape[1:])}; pretrain on data of the stream's shape")
+    defaults = PRETRAIN_DEFAULTS.get(model.name, PRETRAIN_DEFAULTS["ds-cnn"])
+    epochs = defaults["epochs"] if epochs is None else int(epochs)
+    keras.utils.set_random_seed(int(seed))
+    layer = model.get_layer(classifier)
+    if head_kind(model, classifier) == "cosine":
+        from zo_edge.keras_layers import CosineHead
+
+        head = CosineHead(dataset.num_classes, name="pretrain_head")
+    else:
+        head = keras.layers.Dense(dataset.num_classes, name="pretrain_head")
+    train_model = keras.Model(model.inputs, head(layer.input), name=f"{model.name}_pretrain_other")
+    frozen = [other for other in model.layers if is_adapter_layer(other.name)]
+    history, seconds = _fit(train_model, np.asarray(dataset.x_train, np.float32), np.asarray(dataset.y_train),
+                            frozen, epochs=epochs, batch_size=defaults["batch_size"],
+                            learning_rate=defaults["learning_rate"], verbose=verbose)
+    logits = predict_logits(train_model, dataset.x_test)
+    return {"dataset": dataset.name, "classes": int(dataset.num_classes), "epochs": epochs,
+            "train_samples": int(len(dataset.y_train)), "seconds": round(seconds, 3),
+            "train_accuracy": float(history.history["accuracy"][-1]) if epochs else None,
+            "test_accuracy": float(np.mean(np.argmax(logits, axis=1) == dataset.y_test)),
+            "trained": "backbone and a temporary head over all its classes (the head is dropped)"}
 
 
 def init_new_rows(kernel: np.ndarray, bias: np.ndarray, trained, new, rng) -> tuple[np.ndarray, np.ndarray, dict]:

