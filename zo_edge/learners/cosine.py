@@ -13,7 +13,8 @@ the logits' scale. With g = dL/dW (the gradient of the graph's weights, as for a
 float32; ``CosineHead`` is the device's integers, which the firmware repeats bit for bit:
 
 * u: int16 in Q14 (a unit row's entries are at most 1.0 = 16384); sigma: int32 in Q16, kept in
-  [1/16, 2^15); momentum Q20 (``fixed``), one per element of u and one for sigma;
+  [1/16, 1024] (so that sigma u and sigma g stay far inside int64); momentum Q20 (``fixed``), one per
+  element of u and one for sigma;
 * gradients, Q20: g saturated to +-GRAD_LIMIT; g_u = sat((sigma g + 2^15) >> 16);
   g_sigma = sat((sum_i g_i u_i + 2^13) >> 14), the sum in int64;
 * step: Δ = SR16(f · sat32(U · v)) with U = lr 2^10 for u (Q14 from Q20 through SR16) and lr 2^12 for
@@ -41,7 +42,7 @@ from zo_edge.learners import fixed
 U_BITS = 14
 SIGMA_BITS = 16
 SIGMA_MIN = 1 << (SIGMA_BITS - 4)  # 1/16
-SIGMA_MAX = (1 << 31) - 1  # 2^15 in Q16, less one
+SIGMA_MAX = 1 << (SIGMA_BITS + 10)  # 1024
 U_MIN, U_MAX = -(1 << 15), (1 << 15) - 1
 
 
@@ -182,4 +183,5 @@ class CosineHeadFloat:
                 moved = np.any(step != 0, axis=0, keepdims=True) & (norms > 0)
                 self.u = np.where(moved, u / np.where(norms > 0, norms, 1), u).astype(np.float32)
             else:
-                self.sigma = np.float32(np.clip(self.sigma - step, SIGMA_MIN / (1 << SIGMA_BITS), 2.0 ** 15))
+                self.sigma = np.float32(np.clip(self.sigma - step, SIGMA_MIN / (1 << SIGMA_BITS),
+                                                SIGMA_MAX / (1 << SIGMA_BITS)))
