@@ -57,7 +57,9 @@ def test_directions_have_the_size_of_their_ball():
 def measured(digits_run_dir):
     run = load_run(digits_run_dir)
     spec = Flatness(directions=6, samples=64)
-    out = {m: simulate(run, LearnerConfig(method=m, epochs=2), [0, 1], flat=spec) for m in ("zo-fc", "head", "frozen")}
+    out = {"zo-fc": simulate(run, LearnerConfig(method="zo-fc", epochs=2), [0, 1], flat=spec),
+           "head": simulate(run, LearnerConfig(method="head", epochs=1), [0]),
+           "frozen": simulate(run, LearnerConfig(method="frozen"), [0], flat=spec)}
     for results in out.values():
         results.pop("_learners")
     return out
@@ -83,9 +85,7 @@ def test_head_only_leaves_the_adapters_where_they_were(measured):
     assert all(t["drift"]["adapters"] == 0 and t["drift"]["classifier"] > 0 for t in tasks)
 
 
-def test_frozen_measures_the_pretrained_models_flatness_and_the_measure_is_seeded(measured, digits_run_dir):
-    frozen = measured["frozen"]["measurements"]["per_seed"]
-    assert all("drift" not in t and "flatness" in t for t in frozen[0])  # nothing trained, flatness measured
-    again = simulate(load_run(digits_run_dir), LearnerConfig(method="frozen", epochs=2), [0],
-                     flat=Flatness(directions=6, samples=64))
-    assert again["measurements"]["per_seed"][0] == frozen[0]  # samples and directions from (seed, task)
+def test_frozen_measures_the_pretrained_models_flatness(measured):
+    frozen = measured["frozen"]["measurements"]["per_seed"][0]
+    assert all("drift" not in t and "flatness" in t for t in frozen)  # nothing trained, flatness measured
+    assert "update_norm_adapters" not in measured["frozen"]["measurements"]["summary"]
