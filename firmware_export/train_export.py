@@ -312,6 +312,7 @@ def _ram_items(ctx) -> list[tuple[str, int]]:
         items.append(("softmax errors of one sample", 4 * ctx["num_classes"]))
     items.append(("step, events, flags, the open batch's allowed classes",
                   20 + 4 * (fc is not None) + ctx["num_classes"]))
+    items.append(("learning-rate schedule factors (int32, one per vector)", 4 * len(ctx["vectors"])))
     return items
 
 

@@ -307,8 +307,10 @@ def train_statics(learner, arena_bytes: int = 0) -> list[tuple[str, int, str]]:
         if layout == "accumulate":
             items.append(("softmax errors (one sample)", 4 * C, f"e = softmax - onehot, int32 x {C} classes"))
     flags = ", classifier on" if learner.fc is not None else ""
-    items.append(("train-step flags and allowed classes", 20 + 4 * (learner.fc is not None) + C,
-                  f"step, events, ready, open, added (uint32 each){flags} + the open batch's {C} allowed-class flags"))
+    vectors = (learner.zo is not None) + (learner.fc is not None)
+    items.append(("train-step flags and allowed classes", 20 + 4 * (learner.fc is not None) + C + 4 * vectors,
+                  f"step, events, ready, open, added (uint32 each){flags}, a learning-rate factor per vector + the "
+                  f"open batch's {C} allowed-class flags"))
     return items
 
 
