@@ -49,7 +49,7 @@ ARCHS = {
     ),
 }
 
-DEFAULT_ARCH = {"spoken-digits": "ds-cnn", "digits": "digits-cnn"}
+DEFAULT_ARCH = {"spoken-digits": "ds-cnn", "digits": "digits-cnn", "japanese-vowels": "ds-cnn"}
 
 # Pretraining defaults per architecture: epochs, batch size, Adam learning rate.
 PRETRAIN_DEFAULTS = {
