@@ -255,6 +255,10 @@ def _build_zoo(out_dir, dataset: str, scenario: str, seed: int, arch, adapter_po
 
     ds = load_data(dataset, data, seed)
     sc = make_stream(ds, scenario, seed, base_classes, classes_per_task, tasks, shifts)
+    other = None if pretrain_dataset is None else load_data(pretrain_dataset, None, seed)
+    if other is not None and tuple(other.input_shape) != tuple(ds.input_shape):
+        raise ZoEdgeError(f"the pretraining data {other.name!r} has samples of shape {tuple(other.input_shape)}, the "
+                          f"stream {tuple(ds.input_shape)}; pretrain on data of the stream's shape")
     log(f"{data or dataset}: the {scenario} scenario (seed {seed}), {len(sc.tasks)} tasks after the base task")
     arch = arch or (models.default_arch(ds.name) if data is None else None)
     if arch is None:
@@ -271,7 +275,6 @@ def _build_zoo(out_dir, dataset: str, scenario: str, seed: int, arch, adapter_po
         log(f"pretraining on the base task {sc.base.name!r} (classes {list(sc.base.classes)})")
         pre = models.pretrain(model, sc.base, epochs=epochs, seed=seed)
     else:
-        other = load_data(pretrain_dataset, None, seed)
         log(f"pretraining the backbone on {other.name} ({other.num_classes} classes), then the classifier's rows "
             f"on the base task {sc.base.name!r}")
         backbone = models.pretrain_backbone(model, other, epochs=epochs, seed=seed)
