@@ -133,7 +133,8 @@ _environment = environment  # the shared template environment (firmware_export/r
 
 def _train_context(train: dict, input_size: int) -> dict:
     """The training part of the app: ``train`` holds ``inputs`` [steps, batch, *input] int8, ``labels``
-    [steps, batch], ``allowed`` [steps, n] 0/1, ``classifier`` [steps] 0/1 and optionally ``every``
+    [steps, batch], ``allowed`` [steps, n] 0/1, ``classifier`` [steps] 0/1, ``epoch`` [steps] (for the
+    learning-rate schedule; default 0) and optionally ``every``
     (state dump period, default 10), ``state_buffer_bytes``, ``label_ctype`` (default uint8_t, as
     zoedge_train_step's labels). The app's state buffer is ZOEDGE_TRAIN_STATE_BYTES when zoedge_train.h
     defines it, else ``state_buffer_bytes``."""
@@ -146,12 +147,14 @@ def _train_context(train: dict, input_size: int) -> dict:
     labels = np.asarray(train["labels"]).reshape(steps, batch)
     allowed = np.asarray(train["allowed"]).reshape(steps, -1)
     classifier = np.asarray(train.get("classifier", np.ones(steps))).reshape(steps)
+    epoch = np.asarray(train.get("epoch", np.zeros(steps))).reshape(steps)
     return dict(
         batch=int(batch), every=int(train.get("every", 10)),
         state_buffer_bytes=int(train.get("state_buffer_bytes", 64 * 1024)),
         label_ctype=train.get("label_ctype", "uint8_t"), allowed_len=int(allowed.shape[1]),
         steps=[dict(inputs=_rows(inputs[s]), labels=[int(v) for v in labels[s]],
-                    allowed=[int(v) for v in allowed[s]], classifier=int(classifier[s])) for s in range(steps)],
+                    allowed=[int(v) for v in allowed[s]], classifier=int(classifier[s]), epoch=int(epoch[s]))
+               for s in range(steps)],
     )
 
 

@@ -87,6 +87,7 @@ def export_firmware(run_dir, out_dir, config, target: str = "cortex-m4", samples
             labels=np.stack([task.y_train[idx] for idx, _ in stream]) if stream else np.zeros((0, config.batch_size)),
             allowed=np.tile(allowed, (len(stream), 1)),
             classifier=np.array([int(config.trains_classifier(epoch)) for _, epoch in stream]),
+            epoch=np.array([int(epoch) for _, epoch in stream]),
             every=every,
         )
         render_build_files(tmp, x, source=run.tflite_path.name, default_target=target,

@@ -20,7 +20,13 @@ one back into a learner state): all integers little-endian,
     u32 state tag  (ZOEDGE_TRAIN_STATE_TAG: CRC-32 of the layout and the model, see ``state_tag``)
     u32 step
     per vector (zeroth order, then classifier): the masters in flat order (int8: 1 byte, int16
-    master: 2, int32 bias: 4), then the Q20 velocities as int32 when momentum is on.
+    master: 2, int32 bias: 4), then the Q20 velocities as int32 when momentum is on. A cosine
+    classifier (``zo_edge.learners.cosine``) stores its unit rows (int16, Q14) then sigma (int32, Q16),
+    then its velocities (rows, then sigma).
+
+The learning-rate schedule is a table of Q16 factors per epoch of a task, made here from the
+configuration (``LearnerConfig.lr_table_q16``: the simulator's own numbers) and set on the device by
+``zoedge_train_set_epoch(epoch)`` before a step.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from firmware_export.model_export import build_context
 from firmware_export.render import render
 from zo_edge import memory
 from zo_edge.errors import ZoEdgeError
-from zo_edge.learners import fixed
+from zo_edge.learners import cosine, fixed
 from zo_edge.learners.config import LearnerConfig
 
 LIBRARY_FILES = ("zoedge_train.h", "zoedge_train.c")
@@ -96,20 +102,32 @@ def _layout(vec) -> list[dict]:
     return fixed_export.vector_layout(vec)
 
 
+def _stored(name: str, vec) -> list[tuple[str, str, np.dtype, np.ndarray]]:
+    """What a vector's blob part holds before its velocities: (key, part, little-endian dtype, values) per
+    part, in blob order; ``key`` is the learner state's key the part belongs to."""
+    if isinstance(vec, cosine.CosineHead):
+        return [(f"{name}.u", "u", np.dtype("<i2"), vec.u.ravel()),
+                (f"{name}.sigma", "sigma", np.dtype("<i4"), np.atleast_1d(vec.sigma))]
+    return [(f"{name}.master", s["role"], KIND_BLOB[s["kind"]], vec.master[s["start"] : s["start"] + s["size"]])
+            for s in _layout(vec)]
+
+
 def state_tag(learner) -> int:
     """CRC-32 of what a blob holds: the layout (segments, storage kinds, momentum) and the model bytes,
     so a blob of another model or configuration is refused by zoedge_train_state_load."""
     desc = {"version": BLOB_VERSION, "method": learner.config.method, "momentum": bool(learner.config.momentum),
             "model_crc32": zlib.crc32(learner.run.tflite),
             "vectors": {name: [[s["role"], s["kind"], s["size"]] for s in _layout(vec)]
+                        if not isinstance(vec, cosine.CosineHead)
+                        else [["cosine", part, dtype.str, int(values.size)] for _, part, dtype, values in _stored(name, vec)]
                         for name, vec in _vectors(learner)}}
     return zlib.crc32(json.dumps(desc, sort_keys=True).encode())
 
 
 def state_size(learner) -> int:
     n = 8
-    for _, vec in _vectors(learner):
-        n += sum(KIND_BLOB[s["kind"]].itemsize * s["size"] for s in _layout(vec))
+    for name, vec in _vectors(learner):
+        n += sum(dtype.itemsize * values.size for _, _, dtype, values in _stored(name, vec))
         if learner.config.momentum:
             n += 4 * vec.n
     return n
@@ -118,10 +136,8 @@ def state_size(learner) -> int:
 def state_blob(learner) -> bytes:
     """The bytes zoedge_train_state_save writes for this learner's state (velocity not yet used: zeros)."""
     parts = [np.array([state_tag(learner), learner.step & 0xFFFFFFFF], dtype="<u4").tobytes()]
-    for _, vec in _vectors(learner):
-        for s in _layout(vec):
-            master = vec.master[s["start"] : s["start"] + s["size"]]
-            parts.append(master.astype(KIND_BLOB[s["kind"]]).tobytes())
+    for name, vec in _vectors(learner):
+        parts += [values.astype(dtype).tobytes() for _, _, dtype, values in _stored(name, vec)]
         if learner.config.momentum:
             v = vec.velocity if vec.velocity is not None else np.zeros(vec.n, np.int64)
             parts.append(v.astype("<i4").tobytes())
@@ -139,12 +155,13 @@ def parse_state_blob(learner, blob: bytes) -> dict:
         raise ZoEdgeError(f"the state's tag {int(tag):#010x} is not this export's ({state_tag(learner):#010x})")
     out, pos = {"step": np.array(int(step))}, 8
     for name, vec in _vectors(learner):
-        masters = []
-        for s in _layout(vec):
-            dtype = KIND_BLOB[s["kind"]]
-            masters.append(np.frombuffer(blob, dtype, s["size"], pos).astype(np.int64))
-            pos += dtype.itemsize * s["size"]
-        out[f"{name}.master"] = np.concatenate(masters)
+        parts = {}
+        for key, _, dtype, values in _stored(name, vec):
+            parts.setdefault(key, []).append(np.frombuffer(blob, dtype, values.size, pos).astype(np.int64))
+            pos += dtype.itemsize * values.size
+        out.update({key: np.concatenate(v) for key, v in parts.items()})
+        if isinstance(vec, cosine.CosineHead):
+            out[f"{name}.sigma"] = out[f"{name}.sigma"][0]
         if learner.config.momentum:
             out[f"{name}.velocity"] = np.frombuffer(blob, "<i4", vec.n, pos).astype(np.int64)
             pos += 4 * vec.n
@@ -173,9 +190,35 @@ def _vector_context(name: str, vec, learner, lr: float, model_state: dict, alias
     except ValueError as exc:
         raise ZoEdgeError(f"the {name} learning rate {lr:g} cannot be held as an integer multiplier "
                           f"({exc})") from None
-    return {"name": name, "n": vec.n, "channels": sum(s["channels"] for s in segments), "segments": segments,
+    return {"name": name, "cosine": False, "n": vec.n, "channels": sum(s["channels"] for s in segments),
+            "segments": segments,
             "update_mult": _pairs(fixed_export.per_channel_multipliers(vec, update)),
             "momentum": bool(learner.config.momentum)}
+
+
+def _cosine_context(vec, lr: float, model_state: dict, momentum: bool) -> dict:
+    """A cosine classifier (``zo_edge.learners.cosine.CosineHead``) as the template takes it: its initial unit
+    rows and sigma, the per-row multipliers of its int8 view, the update multipliers of u and sigma."""
+    role = "classifier.weights"
+    if role not in model_state or model_state[role]["size"] != vec.n - 1:
+        raise ZoEdgeError(f"{role} is not RAM state of the exported model, or not of {vec.n - 1} values")
+    model = model_state[role]
+    classes, features = vec.shape
+    u0, sigma0 = vec.initial
+    update = vec.update_multiplier(lr)
+    view = vec.view_multiplier
+    return {"name": "fc", "cosine": True, "n": vec.n, "classes": classes, "segments": [], "momentum": momentum,
+            "model_array": f"zoedge_{model['name']}", "model_macro": model["macro"],
+            "u_init": _rows(u0), "sigma_init": int(sigma0), "sigma_min": cosine.SIGMA_MIN,
+            "sigma_max": cosine.SIGMA_MAX, "u_bits": cosine.U_BITS, "sigma_bits": cosine.SIGMA_BITS,
+            "view_mult": [[int(view.mult[c * features]), int(view.rshift[c * features])] for c in range(classes)],
+            "u_mult": [int(update.mult[0]), int(update.rshift[0])],
+            "sigma_mult": [int(update.mult[-1]), int(update.rshift[-1])]}
+
+
+def _lr_table(cfg: LearnerConfig, part: str) -> list[int]:
+    """The schedule's Q16 factor per epoch (one entry when it is constant)."""
+    return cfg.lr_table_q16(part) if cfg.lr_schedule != "constant" else [fixed.ONE_Q16]
 
 
 def train_context(learner, classifier_layout: str = "auto") -> dict:
@@ -204,14 +247,17 @@ def train_context(learner, classifier_layout: str = "auto") -> dict:
         grad = learner.zo_gradient_multiplier(B)  # the simulator's own multipliers
         zo.update(steps_k=_rows(fixed_export.per_channel(learner.zo, learner.steps_k)),
                   grad_mult=_pairs(fixed_export.per_channel_multipliers(learner.zo, grad)),
-                  clip_q20=fixed_export.clip_q20(cfg.clip))
+                  clip_q20=fixed_export.clip_q20(cfg.clip), lr_table=_lr_table(cfg, "adapters"))
         ctx["zo"] = zo
-    if learner.fc is not None:
+    if isinstance(learner.fc, cosine.CosineHead):
+        fc = _cosine_context(learner.fc, cfg.fc_lr, model_state, bool(cfg.momentum))
+    elif learner.fc is not None:
         fc = _vector_context("fc", learner.fc, learner, cfg.fc_lr, model_state, aliased=True)
+    if learner.fc is not None:
         w = graph.tensors[plan.classifier.weights]
         h = graph.tensors[learner.features_index]
         C_, D = (int(v) for v in w.shape)
-        if C_ != C or int(np.prod(h.shape)) != D or learner.fc.n != C * D + C:
+        if C_ != C or int(np.prod(h.shape)) != D or learner.fc.n != C * D + (1 if fc.get("cosine") else C):
             raise ZoEdgeError(f"the classifier is {tuple(w.shape)} on an input of {tuple(h.shape)}; "
                               "the firmware takes a fully connected [classes, features] classifier")
         _check_h_survives_suffix(learner.features_index, model, arena)
@@ -223,8 +269,10 @@ def train_context(learner, classifier_layout: str = "auto") -> dict:
         fc.update(features=D, h_tensor=int(learner.features_index), h_zero_point=int(learner.h_zero_point),
                   mult_w=[int(mult_w.mult[0]), int(mult_w.rshift[0])],
                   mult_b=[int(mult_b.mult[0]), int(mult_b.rshift[0])], wide_accumulator=wide,
-                  layout=layout, grad_in_arena=model["arena_size"] >= 4 * learner.fc.n,
-                  clip_q20=fixed_export.CLIP_OFF)  # Int8Learner: the classifier's update is never clipped
+                  layout=layout, grad_in_arena=model["arena_size"] >= 4 * (C * D + C),
+                  clip_q20=fixed_export.CLIP_OFF,  # Int8Learner: the classifier's update is never clipped
+                  grad_n=C * D + (0 if fc.get("cosine") else C), cosine=bool(fc.get("cosine")),
+                  lr_table=_lr_table(cfg, "classifier"))
         ctx["fc"] = fc
     ctx["vectors"] = [v for v in (ctx["zo"], ctx["fc"]) if v is not None]
     ctx["ram"] = _ram_items(ctx)
@@ -241,6 +289,8 @@ def _ram_items(ctx) -> list[tuple[str, int]]:
         for s in v["segments"]:
             if s["own_master"]:
                 items.append((f"{s['role']} master ({v['name']})", s["size"] * s["bytes"]))
+        if v.get("cosine"):
+            items.append(("cosine classifier: unit rows (int16) and sigma (int32)", 2 * (v["n"] - 1) + 4))
         if v["momentum"]:
             items.append((f"momentum ({v['name']}, int32 Q20)", 4 * v["n"]))
     if ctx["zo"] is not None:
@@ -251,17 +301,18 @@ def _ram_items(ctx) -> list[tuple[str, int]]:
         items += [(f"classifier layout per_sample: softmax errors of the batch (int32, {B} x {C})", 4 * B * C),
                   (f"classifier layout per_sample: classifier inputs of the batch (int8, {B} x {F})", B * F)]
         if not fc["grad_in_arena"]:
-            items.append(("classifier gradient (int32; the arena is too small to hold it)", 4 * fc["n"]))
+            items.append(("classifier gradient (int32; the arena is too small to hold it)", 4 * fc["grad_n"]))
     elif fc is not None:
         if fc["wide_accumulator"]:
-            items += [("classifier layout accumulate: gradient accumulators (int64)", 8 * fc["n"]),
-                      ("classifier gradient", 4 * fc["n"])]
+            items += [("classifier layout accumulate: gradient accumulators (int64)", 8 * fc["grad_n"]),
+                      ("classifier gradient", 4 * fc["grad_n"])]
         else:
             items.append(("classifier layout accumulate: gradient accumulators (int32, the gradient in place)",
-                          4 * fc["n"]))
+                          4 * fc["grad_n"]))
         items.append(("softmax errors of one sample", 4 * ctx["num_classes"]))
     items.append(("step, events, flags, the open batch's allowed classes",
                   20 + 4 * (fc is not None) + ctx["num_classes"]))
+    items.append(("learning-rate schedule factors (int32, one per vector)", 4 * len(ctx["vectors"])))
     return items
 
 

@@ -17,8 +17,16 @@ from zo_edge.cli_options import echo_json, existing_folder, force_option, learne
 @force_option("output folder")
 @click.option("--quiet", is_flag=True, help="No progress bar or progress lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout.")
+@click.option("--flatness", is_flag=True,
+              help="After each task, the reference's flatness measure: the loss rise on old tasks under random "
+                   "perturbations of the trainable weights (L2 and L-inf, float model).")
+@click.option("--flatness-rho", type=click.FloatRange(0, 1, min_open=True), default=0.005, show_default=True,
+              help="Perturbation size of --flatness.")
+@click.option("--flatness-directions", type=click.IntRange(2, 10000), default=100, show_default=True,
+              help="Random directions of --flatness.")
 @learner_options
-def simulate(run_dir, config_file, out_dir, force, quiet, as_json, **flags):
+def simulate(run_dir, config_file, out_dir, force, quiet, as_json, flatness, flatness_rho, flatness_directions,
+             **flags):
     """Simulate continual learning on a run folder's scenario; write results.json, plots and the states.
 
     Trains task after task (task 0 is the pretraining task), evaluates every seen task after each, and
@@ -35,8 +43,11 @@ def simulate(run_dir, config_file, out_dir, force, quiet, as_json, **flags):
     from sim.commands import run_simulate
     from sim.compare import compare_rows, format_table
 
+    from sim.runner import Flatness
+
+    flat = Flatness(rho=flatness_rho, directions=flatness_directions) if flatness else None
     results = run_simulate(run_dir, out_dir, flags, config_file, force=force, quiet=quiet or as_json,
-                           log=progress_log(quiet or as_json))
+                           log=progress_log(quiet or as_json), flat=flat)
     out = results.pop("_out")
     if as_json:
         echo_json(results)

@@ -55,7 +55,8 @@ def _progress(total: int, quiet: bool):
     return bar, lambda: bar.update(1)
 
 
-def run_simulate(run_dir, out_dir, flags: dict, config_file=None, force=False, quiet=False, log=print) -> dict:
+def run_simulate(run_dir, out_dir, flags: dict, config_file=None, force=False, quiet=False, log=print,
+                 flat=None) -> dict:
     from sim.plots import write_plots
     from sim.runner import simulate, total_steps
     from zo_edge.build import load_run
@@ -69,7 +70,8 @@ def run_simulate(run_dir, out_dir, flags: dict, config_file=None, force=False, q
     bar, tick = _progress(total_steps(run, config, run.scenario, seeds), quiet)
     task_log = None if quiet or bar is not None else log  # no terminal: one line per task instead of a bar
     try:
-        results = simulate(run, config, seeds, progress=tick, log=None if quiet else log, task_log=task_log)
+        results = simulate(run, config, seeds, progress=tick, log=None if quiet else log, task_log=task_log,
+                           flat=flat)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)

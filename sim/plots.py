@@ -129,13 +129,60 @@ def plot_forgetting_vs_accuracy(results_list: list[dict], path) -> Path:
     return _save(fig, path)
 
 
+MEASURES = (("update_norm", "adapters", "mean adapter step (L2 norm)"),
+            ("drift", "adapters", "adapter drift over the task (L2 norm)"),
+            ("flatness", "l2", "loss rise on old tasks, L2 ball (antithetic)"),
+            ("flatness", "linf", "loss rise on old tasks, L∞ ball (antithetic)"))
+
+
+def _per_task(results: dict, kind: str, key: str) -> np.ndarray:
+    """[seeds, tasks] of one measurement (NaN where it was not measured)."""
+    rows = []
+    for tasks in (results.get("measurements") or {}).get("per_seed", []):
+        row = []
+        for t in tasks:
+            if kind == "update_norm":
+                value = t.get("update_norms", {}).get(key, {}).get("mean")
+            elif kind == "drift":
+                value = t.get("drift", {}).get(key)
+            else:
+                value = t.get("flatness", {}).get(key, {}).get("symmetric_mean")
+            row.append(np.nan if value is None else float(value))
+        rows.append(row)
+    return np.array(rows, dtype=float) if rows else np.zeros((0, 0))
+
+
+def plot_measurements(results_list: list[dict], path) -> Path | None:
+    """Per task, the seed mean of what explains forgetting: the adapters' step length and drift, and the
+    flatness measure's loss rise (``sim.flatness``); None when no run measured anything."""
+    shown = [m for m in MEASURES if any(np.isfinite(_per_task(r, m[0], m[1])).any() for r in results_list)]
+    if not shown:
+        return None
+    fig = _figure(4.2 * len(shown), 3.6)
+    for k, (kind, key, title) in enumerate(shown):
+        ax = fig.add_subplot(1, len(shown), k + 1)
+        for results, label in zip(results_list, _labels(results_list)):
+            values = _per_task(results, kind, key)
+            if values.size and np.isfinite(values).any():
+                ax.plot(np.arange(1, values.shape[1] + 1), np.nanmean(values, axis=0), marker="o", label=label)
+        ax.set_xlabel("after task")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        if kind in ("update_norm", "drift"):
+            ax.set_yscale("log")
+    fig.axes[0].legend(fontsize=7)
+    return _save(fig, path)
+
+
 def _slug(text: str) -> str:
     """A file-name-safe form of a method or mode ("zo/head" -> "zo_head")."""
     return re.sub(r"[^A-Za-z0-9.-]+", "_", str(text)).strip("_") or "run"
 
 
 def write_plots(results_list: list[dict], out_dir) -> list[Path]:
-    """All figures for these runs: one accuracy-matrix heatmap per run, then the two comparisons.
+    """All figures for these runs: one accuracy-matrix heatmap per run, then the two comparisons, and the
+    measurements per task (update norms, drift, flatness) when the runs have them.
 
     Heatmaps are named accuracy_matrix_<method>_<mode>.png; a second run with the same method and
     mode gets a _2, _3, ... suffix rather than overwriting the first.
@@ -153,4 +200,5 @@ def write_plots(results_list: list[dict], out_dir) -> list[Path]:
         paths.append(plot_accuracy_matrix(results, out_dir / f"{name}.png"))
     paths.append(plot_average_accuracy(results_list, out_dir / "average_accuracy.png"))
     paths.append(plot_forgetting_vs_accuracy(results_list, out_dir / "forgetting_vs_accuracy.png"))
-    return paths
+    measured = plot_measurements(results_list, out_dir / "measurements.png")
+    return paths + ([measured] if measured else [])

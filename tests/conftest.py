@@ -42,3 +42,13 @@ def kws_run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("shared") / "kws"
     build_run(out, epochs=2, log=lambda m: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def digits_cosine_run_dir(tmp_path_factory):
+    """The digits run with the reference's cosine classifier (``--head cosine``), shared read-only."""
+    from zo_edge.build import build_run
+
+    out = tmp_path_factory.mktemp("shared") / "digits-cosine"
+    build_run(out, dataset="digits", epochs=2, head="cosine", log=lambda m: None)
+    return out

@@ -316,6 +316,24 @@ def softmax_case(rng, layout: int, wide: bool = False):
     return g, [rand_int8(rng, [BATCH] + shape[1:])]
 
 
+def l2norm_case(rng, layout: int, wide: bool = False):
+    """L2_NORMALIZATION over the last axis of rank 2 to 4 inputs; a row at the zero point (TFLM's special case),
+    a row at an extreme, and depths up to 300 (sums of squares past 2^24) appear."""
+    top = 300 if wide else 40
+    shape = [[1, int(rng.integers(1, top))],
+             [1, int(rng.integers(1, 4)), int(rng.integers(1, top))],
+             [1, 2, int(rng.integers(1, 3)), int(rng.integers(1, top))]][layout % 3]
+    zero_point = pick_zp(rng)
+    g = GraphBuilder()
+    x = g.input(shape, scale=pick_scale(rng), zero_point=zero_point)
+    g.output(g.l2_normalization(x))
+    data = rand_int8(rng, [BATCH] + shape[1:])
+    rows = data.reshape(-1, shape[-1])
+    rows[0] = zero_point
+    rows[1] = -128 if zero_point >= 0 else 127
+    return g, [data]
+
+
 EXTREME = [(a, b, c) for a in ("tiny", "large") for b in ("tiny", "large") for c in ("tiny", "large")]
 EXTREME_OPS = ["conv2d", "depthwise_conv2d", "fully_connected"]
 

@@ -68,14 +68,29 @@ def test_handwritten_digits_are_the_1797_sklearn_images_in_unit_range(handwritte
     assert handwritten.x_train.min() == 0.0 and handwritten.x_train.max() == 1.0
 
 
+CLASSES = {"spoken-digits": 10, "digits": 10, "japanese-vowels": 9}
+
+
 @pytest.mark.parametrize("name", list(data.DATASETS))
 def test_arrays_are_float32_features_and_int64_labels(name):
     dataset = data.load_dataset(name)
     for x, y in [(dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test)]:
         assert x.dtype == np.float32 and y.dtype == np.int64
         assert x.shape[1:] == dataset.input_shape
-        assert set(np.unique(y)) == set(range(10))
+        assert set(np.unique(y)) == set(range(CLASSES[name]))
     json.dumps(dataset.meta)  # meta goes straight into reports
+
+
+def test_japanese_vowels_are_the_640_uci_utterances_laid_out_like_the_spoken_digits():
+    vowels, spoken = data.load_dataset("japanese-vowels"), data.load_dataset("spoken-digits")
+    assert len(vowels.y_train) + len(vowels.y_test) == 640 and vowels.num_classes == 9
+    assert vowels.input_shape == spoken.input_shape  # one keyword model can take both
+    assert np.all(vowels.x_train[..., 0, 0] == 0)  # no energy term: LPC cepstra of orders 1-12 in columns 1-12
+    lengths = (np.abs(vowels.x_train[:, :, 1:, 0]).sum(axis=2) > 0).sum(axis=1)
+    assert 7 <= lengths.min() and lengths.max() <= 29  # utterances of 7 to 29 frames, padded after
+    speaking = np.arange(32)[None, :] < lengths[:, None]
+    frames = vowels.x_train[..., 1:, 0][speaking]  # standardised with the training frames' statistics
+    assert np.all(np.abs(frames.mean(axis=0)) < 0.05) and np.all(np.abs(frames.std(axis=0) - 1) < 0.05)
 
 
 def test_frames_sets_the_time_axis_by_padding_and_centre_cropping():
@@ -183,7 +198,7 @@ def test_seen_classes_grow_from_the_base_to_every_class(spoken_class_il):
 # --- domain-incremental -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(data.DATASETS))
+@pytest.mark.parametrize("name", list(data.DOMAIN_SHIFT_DATASETS))
 def test_domain_il_keeps_every_class_and_shifts_each_task(name):
     dataset = data.load_dataset(name)
     scenario = data.make_scenario(dataset, "domain-il")
@@ -209,6 +224,41 @@ def test_spoken_domain_shifts_are_gain_channel_and_noise(spoken_domain_il):
     assert np.abs(change(channel)[1:4]).mean() > np.abs(change(channel)[8:]).mean()
     assert np.abs(change(noise)).max() < 0.05 and (noise.x_test - base).std() > 0.5
     assert np.abs(np.concatenate([t.x_test for t in spoken_domain_il.tasks])).max() <= 4.0
+
+
+def test_strong_spoken_shifts_are_named_recorded_and_rebuilt_from_the_spec(spoken):
+    scenario = data.make_scenario(spoken, "domain-il", shifts="strong")
+    kinds = [s["kind"] for s in scenario.meta["shifts"]]
+    assert kinds == ["noisy environment", "telephone channel", "reverberant room", "another talker (vocal tract length)"]
+    assert scenario.meta["shift_set"] == "strong" and len(scenario.tasks) == 4
+    for task in scenario.tasks:
+        assert np.abs(task.x_test - spoken.x_test).mean() > 0.1, task.name
+        assert np.abs(task.x_test).max() <= 4.0
+    spec = data.scenario_spec(scenario)
+    assert spec["shifts"] == "strong"
+    assert data.scenario_fingerprint(data.scenario_from_spec(spoken, spec)) == spec["fingerprint"]
+
+
+def test_a_telephone_band_attenuates_the_envelope_outside_300_to_3400_hz(spoken):
+    """The shift acts on the log-mel envelope the 13 coefficients describe: after it, that envelope is lower
+    below 300 Hz and between 3.4 and 4 kHz, and nearly unchanged at 1 kHz (above 4 kHz, where nothing was recorded
+    at 8 kHz) is left as it was."""
+    scenario = data.make_scenario(spoken, "domain-il", shifts="strong")
+    band = next(t for t in scenario.tasks if t.name.startswith("telephone"))
+    norm = spoken.meta["normalisation"]
+    envelope = bundled._Envelope(np.asarray(norm["mean"]), np.asarray(norm["std"]))
+    inside = np.all(np.abs(band.x_test) < 3.9, axis=(2, 3)) & np.all(np.abs(spoken.x_test) < 3.9, axis=(2, 3))
+    change = (envelope.db(band.x_test) - envelope.db(spoken.x_test))[inside]  # [frames, bands], dB
+    at = lambda hz: int(np.argmin(np.abs(envelope.centres - hz)))  # noqa: E731
+    assert np.median(change[:, at(150)]) < -10 and np.median(change[:, at(3800)]) < -3
+    assert abs(np.median(change[:, at(1000)])) < 3
+
+
+def test_strong_shifts_are_for_the_spoken_digits_and_the_bundled_sets(handwritten):
+    with pytest.raises(ZoEdgeError, match="made for spoken-digits"):
+        data.make_scenario(handwritten, "domain-il", shifts="strong")
+    with pytest.raises(ZoEdgeError, match="synthetic domains"):
+        data.make_scenario(handwritten, "class-il", shifts="strong")
 
 
 def test_domain_il_train_samples_are_disjoint_between_base_and_tasks(spoken, spoken_domain_il):
@@ -277,10 +327,12 @@ def test_seen_classes_rejects_a_task_outside_the_stream(spoken_class_il):
 def test_catalogue_has_one_row_per_dataset_and_scenario_with_sizes():
     rows = data.catalogue()
     assert [(r["dataset"], r["scenario"]) for r in rows] == [
-        (d, s) for d in data.DATASETS for s in data.SCENARIOS]
+        (d, s) for d in data.DATASETS for s in data.SCENARIOS
+        if s == "class-il" or d in data.DOMAIN_SHIFT_DATASETS]
     for row in rows:
-        assert row["num_classes"] == 10 and row["tasks"] == 3
-        assert row["train"] + row["test"] == {"spoken-digits": 3000, "digits": 1797}[row["dataset"]]
+        assert row["num_classes"] == CLASSES[row["dataset"]] and row["tasks"] == 3
+        assert row["train"] + row["test"] == {"spoken-digits": 3000, "digits": 1797,
+                                              "japanese-vowels": 640}[row["dataset"]]
         assert row["base_train"] + sum(row["task_train"]) == row["train"]
         assert len(row["task_names"]) == len(row["task_test"]) == 3
     json.dumps(rows)

@@ -37,6 +37,7 @@ from kernel_cases import (
     depthwise_conv2d_case,
     extreme_scales_case,
     fully_connected_case,
+    l2norm_case,
     mean_case,
     pick_scale,
     pick_zp,
@@ -173,6 +174,12 @@ def test_reshape(seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_softmax(seed):
     g, inputs = softmax_case(np.random.default_rng(8000 + seed), seed)
+    run_both(g, inputs)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_l2_normalization(seed):
+    g, inputs = l2norm_case(np.random.default_rng(8500 + seed), seed, wide=seed % 4 == 0)
     run_both(g, inputs)
 
 

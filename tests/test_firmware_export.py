@@ -49,6 +49,37 @@ def test_default_model_firmware_equals_the_simulator_after_1000_steps(kws_firmwa
         assert app["flash_bytes"] > 0  # the example app (its embedded batches) is told apart from the library
 
 
+@pytest.fixture(scope="module")
+def cosine_firmware(tmp_path_factory):
+    """The reference's structure on the device: a cosine classifier (L2_NORMALIZATION, sigma and unit rows)
+    with zo-fc and the cosine learning-rate schedule, 1000 steps of batch 2 (about 7 epochs of the first
+    task, so the schedule's factor changes every epoch)."""
+    root = tmp_path_factory.mktemp("cosine")
+    result = zo_edge("build", "--dataset", "digits", "--head", "cosine", "--epochs", 2, "--out", root / "run")
+    assert result.returncode == 0, result.stderr
+    fw = root / "fw"
+    result = zo_edge("export", root / "run", "--out", fw, "--batch-size", 2, "--q", 2, "--steps", 1000, "--every", 100,
+                     "--lr-schedule", "cosine", "--epochs", 10)
+    assert result.returncode == 0, result.stderr
+    return fw
+
+
+@pytest.mark.parametrize("board", ["host", "mps2-an386"])
+def test_cosine_classifier_firmware_equals_the_simulator_after_1000_steps(cosine_firmware, board):
+    require_tools("gcc", "make")
+    if board != "host":
+        require_tools("arm-none-eabi-gcc", "qemu-system-arm")
+    meta = json.loads((cosine_firmware / "export.json").read_text())
+    assert len(set(meta["train"]["epochs"])) >= 5 and meta["learner"]["lr_schedule"] == "cosine"
+    assert "zoedge_l2_normalization" in (cosine_firmware / "zoedge_model.c").read_text()
+    result = zo_edge("verify-firmware", cosine_firmware, "--board", board, "--json")
+    assert result.returncode == 0, result.stderr + result.stdout
+    report = json.loads(result.stdout)
+    assert report["steps"] == 1000 and report["samples"] == 8
+    assert report["compared"]["state"]["compared_bytes"] > 10 * 1000
+    assert report["differing_bytes"] == 0 and report["compared_bytes"] > 0
+
+
 def test_export_errors_are_one_line(kws_run, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

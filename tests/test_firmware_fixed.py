@@ -522,9 +522,9 @@ def _capture_steps(run, master: str, steps: int):
     def watch_update(vec, key):
         real = vec.update
 
-        def update(g, lr, momentum, clip, seed, step, query):
+        def update(g, lr, momentum, clip, seed, step, query, *schedule):  # (a constant schedule: factor 1.0)
             before = (vec.master.copy(), None if vec.velocity is None else vec.velocity.copy())
-            events = real(g, lr, momentum, clip, seed, step, query)
+            events = real(g, lr, momentum, clip, seed, step, query, *schedule)
             log[key].append({"g": np.asarray(g, dtype=np.int64).copy(), "lr": lr, "momentum": momentum, "clip": clip,
                              "seed": seed, "step": step, "query": query, "before": before, "events": events,
                              "after": (vec.master.copy(), vec.velocity.copy())})
@@ -544,9 +544,9 @@ def _capture_steps(run, master: str, steps: int):
     learner.probe_losses = recorded(real_probe, "probe")
     learner.zo_update = recorded(real_zo, "zo_total")
 
-    def classifier_update(logits, h, y, allowed):
+    def classifier_update(logits, h, y, allowed, *schedule):
         log["fc_args"].append((logits.copy(), h.copy(), np.asarray(y).copy(), np.asarray(allowed).copy()))
-        total = real_fc(logits, h, y, allowed)
+        total = real_fc(logits, h, y, allowed, *schedule)
         log["fc_total"].append(total)
         return total
     learner.classifier_update = classifier_update

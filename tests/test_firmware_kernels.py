@@ -52,6 +52,7 @@ def _generators():
             (f"{w}fully_connected", 33000 + wide, functools.partial(kc.fully_connected_case, wide=wide)),
             (f"{w}pointwise", 34000 + wide, functools.partial(kc.pointwise_case, wide=wide)),
             (f"{w}softmax", 35000 + wide, lambda rng, wide=wide: kc.softmax_case(rng, int(rng.integers(3)), wide)),
+            (f"{w}l2norm", 35500 + wide, lambda rng, wide=wide: kc.l2norm_case(rng, int(rng.integers(3)), wide)),
             (f"{w}mean", 36000 + wide, lambda rng, wide=wide: kc.mean_case(
                 rng, kc.MEAN_CASES[int(rng.integers(len(kc.MEAN_CASES)))], wide)),
             (f"{w}average_pool", 37000 + wide, lambda rng, wide=wide: kc.pool2d_case(
@@ -198,5 +199,5 @@ def test_every_kernel_path_equals_the_engine_byte_for_byte(variant, program_dir)
     assert compared > 100_000
     assert {"CONV_2D general", "CONV_2D 1x1", "DEPTHWISE_CONV_2D general", "DEPTHWISE_CONV_2D 3x3",
             "FULLY_CONNECTED general", "ADD general", "MEAN general", "AVERAGE_POOL_2D general",
-            "MAX_POOL_2D general", "SOFTMAX general"} <= set(paths)
+            "MAX_POOL_2D general", "SOFTMAX general", "L2_NORMALIZATION general"} <= set(paths)
     assert differing == 0, failures

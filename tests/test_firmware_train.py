@@ -32,7 +32,8 @@ from zo_edge.learners.int8_learner import Int8Learner
 from zo_edge.kernel_spec import LIBRARY_SOURCES
 from zo_edge.qgraph import QGraph
 
-ZOO = {"digits": dict(dataset="digits"), "ds-cnn": dict(dataset="spoken-digits")}
+ZOO = {"digits": dict(dataset="digits"), "ds-cnn": dict(dataset="spoken-digits"),
+       "digits-cosine": dict(dataset="digits", head="cosine")}
 WARN = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
 MARK = ["-DZOEDGE_MARK(p)=zoedge_mark(p)"]  # the phase hooks, counted by host_train_main.c
 SANITIZE = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
@@ -96,6 +97,11 @@ def dscnn(tmp_path_factory) -> Zoo:
     return _zoo(tmp_path_factory, "ds-cnn")
 
 
+@pytest.fixture(scope="module")
+def digits_cosine(tmp_path_factory) -> Zoo:
+    return _zoo(tmp_path_factory, "digits-cosine")
+
+
 @dataclass
 class Variant:
     config: LearnerConfig
@@ -138,22 +144,33 @@ def classifier_flags(config: LearnerConfig, steps: int) -> list[int]:
     return [int(config.method == "head" or s < steps // 2) for s in range(steps)]
 
 
-def write_stream(path: Path, zoo: Zoo, x_q: np.ndarray, idx_list, flags) -> None:
+def epoch_of(config: LearnerConfig, step: int, steps: int, flag: int) -> int:
+    """The epoch a step belongs to: the classifier's flag decides it for zo-fc (it trains while epoch <
+    fc_epochs); within that, the steps spread over the epochs, so a schedule moves through its table."""
+    per = max(1, steps // max(1, config.epochs))
+    epoch = min(step // per, config.epochs - 1)
+    if config.method == "zo-fc":
+        fc = config.fc_epochs_resolved
+        epoch = min(epoch, fc - 1) if flag else max(epoch, fc)
+    return epoch
+
+
+def write_stream(path: Path, zoo: Zoo, x_q: np.ndarray, idx_list, flags, epochs) -> None:
     y = np.asarray(zoo.task.y_train)
     allowed = zoo.allowed.astype(np.uint8).tobytes()
     with open(path, "wb") as f:
-        for idx, flag in zip(idx_list, flags):
-            f.write(bytes([flag]) + allowed + y[idx].astype(np.uint8).tobytes() + x_q[idx].tobytes())
+        for idx, flag, epoch in zip(idx_list, flags, epochs):
+            f.write(bytes([flag]) + int(epoch).to_bytes(2, "little") + allowed + y[idx].astype(np.uint8).tobytes()
+                    + x_q[idx].tobytes())
 
 
-def simulate(learner: Int8Learner, zoo: Zoo, idx_list, flags, every: int, first_step: int = 0):
+def simulate(learner: Int8Learner, zoo: Zoo, idx_list, flags, epochs, every: int, first_step: int = 0):
     """Int8Learner on the same batches; the state blob after every ``every`` steps, and the counters."""
-    cfg, y = learner.config, np.asarray(zoo.task.y_train)
+    y = np.asarray(zoo.task.y_train)
     counters = {"saturation_events": 0, "forward_passes": 0, "prefix_passes": 0, "suffix_passes": 0, "macs": 0}
     learner.begin_task(zoo.task)
     blobs = []
-    for s, (idx, flag) in enumerate(zip(idx_list, flags)):
-        epoch = 0 if flag else cfg.fc_epochs_resolved  # zo-fc: the classifier trains while epoch < fc_epochs
+    for s, (idx, epoch) in enumerate(zip(idx_list, epochs)):
         learner.train_step(idx, y[idx], zoo.allowed, epoch, counters)
         learner.step += 1
         if (first_step + s + 1) % every == 0:
@@ -200,10 +217,11 @@ def train_and_compare(zoo: Zoo, variant: Variant, steps: int, every: int) -> dic
     x_q = learner.engine.quantize_input(zoo.task.x_train)
     idx_list = batches(zoo.task, variant.config, steps)
     flags = classifier_flags(variant.config, steps)
+    epochs = [epoch_of(variant.config, s, steps, flag) for s, flag in enumerate(flags)]
     stream, dumps = variant.dir / "stream.bin", variant.dir / "states.bin"
-    write_stream(stream, zoo, x_q, idx_list, flags)
+    write_stream(stream, zoo, x_q, idx_list, flags, epochs)
     proc = start_c(variant, "train", str(stream), str(dumps), str(every))
-    expected, counters = simulate(learner, zoo, idx_list, flags, every)
+    expected, counters = simulate(learner, zoo, idx_list, flags, epochs, every)
     result = finish_c(proc)
     got = dumps.read_bytes()
     n, where = differing(learner, got, expected, variant.state_bytes)
@@ -211,7 +229,7 @@ def train_and_compare(zoo: Zoo, variant: Variant, steps: int, every: int) -> dic
     assert n == 0, f"{n} of {len(expected)} state bytes differ; {where}"
     assert result["steps"] == steps and learner.step == steps
     assert result["events"] == counters["saturation_events"]
-    return dict(learner=learner, result=result, idx=idx_list, flags=flags, x_q=x_q, dumps=got)
+    return dict(learner=learner, result=result, idx=idx_list, flags=flags, epochs=epochs, x_q=x_q, dumps=got)
 
 
 def compare_logits(zoo: Zoo, variant: Variant, learner, state: bytes) -> None:
@@ -258,7 +276,8 @@ def test_a_loaded_state_continues_exactly(digits, digits_zo_fc):
     n = variant.state_bytes
     (variant.dir / "at100.bin").write_bytes(done["dumps"][:n])
     stream = variant.dir / "resume.bin"
-    write_stream(stream, digits, done["x_q"], done["idx"][100:200], done["flags"][100:200])
+    write_stream(stream, digits, done["x_q"], done["idx"][100:200], done["flags"][100:200],
+                 done["epochs"][100:200])
     result = finish_c(start_c(variant, "train", str(stream), str(variant.dir / "resumed.bin"), "100",
                               str(variant.dir / "at100.bin")))
     assert result["steps"] == 200
@@ -312,6 +331,29 @@ def test_digits_variants_byte_for_byte(digits, name, steps, every, options):
     done = train_and_compare(digits, variant, steps=steps, every=every)
     if name in ("head", "zo"):
         compare_logits(digits, variant, done["learner"], done["dumps"][-variant.state_bytes :])
+
+
+@pytest.mark.parametrize("name, steps, every, options", [
+    ("zo-fc-cosine-schedule", 200, 20, dict(lr_schedule="cosine", epochs=8, fc_epochs=4)),
+    ("head-cosine-schedule", 200, 20, dict(method="head", lr_schedule="cosine", epochs=8)),
+    ("head-no-momentum", 60, 10, dict(method="head", momentum=0.0, fc_lr=0.5)),  # sigma and rows move fast
+    ("zo", 60, 10, dict(method="zo", lr_schedule="cosine", epochs=4)),  # the graph's weights, by zeroth order
+    ("head-per-sample-batch-2", 60, 10, dict(method="head", batch_size=2)),
+])
+def test_cosine_classifier_byte_for_byte(digits_cosine, name, steps, every, options):
+    """The cosine classifier (sigma and unit rows, re-normalised after each step) and the cosine schedule
+    (a Q16 factor per epoch, set by zoedge_train_set_epoch) equal the simulator's integers."""
+    require_tools("gcc")
+    variant = export_variant(digits_cosine, name, **options)
+    done = train_and_compare(digits_cosine, variant, steps=steps, every=every)
+    learner = done["learner"]
+    if learner.fc is not None:
+        assert learner.fc.sigma != learner.fc.initial[1]  # sigma moved, and the rows with it
+        norms = np.sqrt((learner.fc.u.astype(np.float64) ** 2).sum(axis=1)) / (1 << 14)
+        assert np.abs(norms - 1).max() < 1e-3
+    if len(set(done["epochs"])) > 1 and variant.config.lr_schedule == "cosine":
+        assert len(set(variant.config.lr_table_q16("adapters"))) > 1  # the schedule really changed the factor
+    compare_logits(digits_cosine, variant, learner, done["dumps"][-variant.state_bytes :])
 
 
 @pytest.mark.parametrize("name, steps, every, options", [

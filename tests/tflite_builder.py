@@ -271,6 +271,12 @@ class GraphBuilder:
         self.op(BuiltinOperator.SOFTMAX, [x], [y], tflite_edit.softmax_options(beta))
         return y
 
+    def l2_normalization(self, x) -> int:
+        """L2_NORMALIZATION on the last axis (TFLM needs int8 output scale 1/128, zero point 0)."""
+        y = self.activation(self.shape_of(x), 1.0 / 128, 0)
+        self.op(BuiltinOperator.L2_NORMALIZATION, [x], [y], schema.L2NormOptionsT())
+        return y
+
     def quantize(self, x, *, out_scale, out_zp) -> int:
         """QUANTIZE float32->int8 or int8->int8 (requantise)."""
         y = self.activation(self.shape_of(x), out_scale, out_zp)

@@ -114,11 +114,11 @@ def load_data(dataset: str | None, data, seed: int, input_shape=None):
     return load_dataset(dataset, seed=seed)
 
 
-def make_stream(ds, scenario: str, seed: int, base_classes=None, classes_per_task=None, tasks=None):
+def make_stream(ds, scenario: str, seed: int, base_classes=None, classes_per_task=None, tasks=None, shifts=None):
     from zo_edge.data import make_scenario
 
     return make_scenario(ds, scenario, seed=seed, base_classes=base_classes, classes_per_task=classes_per_task,
-                         tasks=tasks)
+                         tasks=tasks, shifts=shifts)
 
 
 def run_meta(*, settings: dict, ds, sc, model: dict, plan, quantized, pretrain: dict, acc8: dict) -> dict:
@@ -178,18 +178,23 @@ def write_run(out: Path, force: bool, inputs, meta: dict, quantized, ds, sc, ker
 def build_run(out_dir, dataset: str | None = None, scenario: str = "class-il", seed: int = 0, arch=None,
               adapter_position=None, adapter_width: int = 8, epochs=None, force: bool = False, log=print,
               base_classes=None, classes_per_task=None, tasks=None, data=None, model=None, tflite=None,
-              adapter_at=None, classifier=None, quant_config=None) -> RunFolder:
+              adapter_at=None, classifier=None, quant_config=None, head: str = "dense", shifts: str | None = None,
+              pretrain_dataset: str | None = None) -> RunFolder:
     """Build a run folder (module docstring) and return it, read back with ``load_run``: what
     ``zo-edge build`` does, and the Python entry point for notebooks.
 
     The model: a zoo architecture trained here (``arch``, default the bundled dataset's own; adapters
-    beside blocks at ``adapter_position``: "last", "after", an index or a list), your Keras model
+    beside blocks at ``adapter_position``: "last", "after", an index or a list; ``head``: "dense" or
+    "cosine", the reference's cosine classifier, ``zo_edge.models``; ``pretrain_dataset``: a bundled set
+    to pretrain the backbone on first, all its classes, a broader or different task than the stream,
+    after which only the classifier's base rows are fitted on the stream's base task), your Keras model
     (``model``: a .keras path; ``adapter_at``: layer names; ``classifier``: a Dense layer; ``epochs``:
     fine-tune first, 0 fits only the classifier) or your deployed int8 .tflite (``tflite``; ``adapter_at``:
     tensor names or indices; ``classifier``: an op index or output tensor name). The data: a bundled
     ``dataset`` (default spoken-digits) or ``data``, the path of your npz (``zo_edge.data`` documents the
     format; your own model needs your own data). ``tasks`` ("0,1,2,3;4,5" or lists) or
-    ``base_classes``/``classes_per_task`` shape a class-il stream. Refuses a non-empty ``out_dir`` unless
+    ``base_classes``/``classes_per_task`` shape a class-il stream; ``shifts`` ("mild", the default, or
+    "strong") chooses the bundled sets' synthetic domain-il shifts. Refuses a non-empty ``out_dir`` unless
     ``force`` and it is a run folder zo-edge wrote; the old folder is replaced only once the new one is
     complete.
     """
@@ -199,6 +204,9 @@ def build_run(out_dir, dataset: str | None = None, scenario: str = "class-il", s
         raise ZoEdgeError("give --dataset NAME (bundled) or --data FILE.npz (yours), not both")
     stream = dict(scenario=scenario, base_classes=base_classes, classes_per_task=classes_per_task, tasks=tasks)
     if model is not None or tflite is not None:
+        if head != "dense" or pretrain_dataset is not None or shifts is not None:
+            raise ZoEdgeError("--head, --pretrain-dataset and --shifts go with a zoo model on bundled data; your "
+                              "model brings its own classifier and pretraining, your data its own domains")
         if data is None:
             raise ZoEdgeError("your own model needs your own data: add --data FILE.npz (`zo-edge data check` "
                               "shows the format)")
@@ -224,11 +232,13 @@ def build_run(out_dir, dataset: str | None = None, scenario: str = "class-il", s
     return _build_zoo(out_dir, dataset=dataset or "spoken-digits", seed=seed, arch=arch,
                       adapter_position="last" if adapter_position is None else adapter_position,
                       adapter_width=adapter_width, epochs=epochs, force=force, log=log, data=data,
-                      quant_config=quant_config, **stream)
+                      quant_config=quant_config, head=head, shifts=shifts, pretrain_dataset=pretrain_dataset,
+                      **stream)
 
 
 def _build_zoo(out_dir, dataset: str, scenario: str, seed: int, arch, adapter_position, adapter_width: int, epochs,
-               force: bool, log, base_classes, classes_per_task, tasks, data, quant_config) -> RunFolder:
+               force: bool, log, base_classes, classes_per_task, tasks, data, quant_config, head: str = "dense",
+               shifts: str | None = None, pretrain_dataset: str | None = None) -> RunFolder:
     """A zoo model trained here on a bundled dataset or the user's npz (``build_run``)."""
     from zo_edge import models
     from zo_edge.quantize import QuantConfig, quantize_model
@@ -244,7 +254,11 @@ def _build_zoo(out_dir, dataset: str, scenario: str, seed: int, arch, adapter_po
     started = time.perf_counter()
 
     ds = load_data(dataset, data, seed)
-    sc = make_stream(ds, scenario, seed, base_classes, classes_per_task, tasks)
+    sc = make_stream(ds, scenario, seed, base_classes, classes_per_task, tasks, shifts)
+    other = None if pretrain_dataset is None else load_data(pretrain_dataset, None, seed)
+    if other is not None and tuple(other.input_shape) != tuple(ds.input_shape):
+        raise ZoEdgeError(f"the pretraining data {other.name!r} has samples of shape {tuple(other.input_shape)}, the "
+                          f"stream {tuple(ds.input_shape)}; pretrain on data of the stream's shape")
     log(f"{data or dataset}: the {scenario} scenario (seed {seed}), {len(sc.tasks)} tasks after the base task")
     arch = arch or (models.default_arch(ds.name) if data is None else None)
     if arch is None:
@@ -252,16 +266,27 @@ def _build_zoo(out_dir, dataset: str, scenario: str, seed: int, arch, adapter_po
                           f"{', '.join(sorted(models.ARCHS))}), or bring your own with --model / --tflite")
     position = models.resolve_adapter_position(arch, adapter_position)
     model = models.build_model(arch, ds.input_shape, ds.num_classes, adapter_position=adapter_position,
-                               adapter_width=adapter_width, seed=seed)
+                               adapter_width=adapter_width, seed=seed, head=head)
     counts = models.param_counts(model)
     log(f"model {arch}: {counts['deployed']} parameters deployed, adapters at {position} "
         f"({counts['adapter']} parameters, width {adapter_width})")
 
-    log(f"pretraining on the base task {sc.base.name!r} (classes {list(sc.base.classes)})")
-    pre = models.pretrain(model, sc.base, epochs=epochs, seed=seed)
+    if pretrain_dataset is None:
+        log(f"pretraining on the base task {sc.base.name!r} (classes {list(sc.base.classes)})")
+        pre = models.pretrain(model, sc.base, epochs=epochs, seed=seed)
+    else:
+        log(f"pretraining the backbone on {other.name} ({other.num_classes} classes), then the classifier's rows "
+            f"on the base task {sc.base.name!r}")
+        backbone = models.pretrain_backbone(model, other, epochs=epochs, seed=seed)
+        defaults = models.PRETRAIN_DEFAULTS.get(arch, models.PRETRAIN_DEFAULTS["ds-cnn"])
+        pre = models.fit_base_rows(model, sc.base, epochs=defaults["epochs"], seed=seed,
+                                   batch_size=defaults["batch_size"], learning_rate=defaults["learning_rate"],
+                                   train_backbone=False, head_init="random", redraw_other_rows=True)
+        pre["backbone"] = backbone
+        pre["seconds"] = round(pre["seconds"] + backbone["seconds"], 3)
     log(f"pretrained in {pre['seconds']:.1f} s: base-class test accuracy {pre['base_accuracy']:.3f}")
 
-    quantized = quantize_model(model, sc.base.x_train, config=quant_config or QuantConfig(), seed=seed)
+    quantized = quantize_model(model, sc.base.x_train, config=quant_config or QuantConfig(), seed=seed, head=head)
     plan = quantized.plan
     acc8 = int8_accuracy(quantized.tflite, plan, sc.base.x_test, sc.base.y_test, sc.base.classes)
     log(f"int8 model: {len(quantized.tflite)} bytes, base-class test accuracy in TFLM {acc8['accuracy']:.3f}")
@@ -269,11 +294,12 @@ def _build_zoo(out_dir, dataset: str, scenario: str, seed: int, arch, adapter_po
     settings = {
         "source": "zoo", "dataset": ds.name, "scenario": scenario, "seed": seed, "arch": arch,
         "adapter_position": adapter_position,
-        "adapter_width": int(adapter_width), "epochs": pre["epochs"],
+        "adapter_width": int(adapter_width), "epochs": pre["epochs"], "head": head,
+        "pretrain_dataset": pretrain_dataset, "shifts": shifts,
         "base_classes": len(sc.base.classes), "classes_per_task": sc.meta.get("classes_per_task"),
     }
     model_meta = {
-        "arch": arch, "description": models.ARCHS[arch], "params": counts,
+        "arch": arch, "description": models.ARCHS[arch], "params": counts, "head": head,
         "adapter": {"position": position, "requested_position": adapter_position, "width": int(adapter_width),
                     **models.adapter_info(model)},
         "input_shape": [int(d) for d in model.input_shape[1:]], "num_classes": int(ds.num_classes),

@@ -69,6 +69,8 @@ def learner_options(f):
         click.option("--batch-size", type=int, default=None, help="Samples per step (default 48)."),
         click.option("--master", type=MASTER_CHOICE, default=None,
                      help="int8 mode: int16 (default) keeps a 16-bit master copy of int8 weights; int8 none."),
+        click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
+                     help="Learning rates over a task's epochs: constant (default) or cosine decay, restarting each task."),
         click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="TOML file with any of these options; flags override it."),
     ]

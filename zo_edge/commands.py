@@ -92,11 +92,21 @@ def _csv(value):
 @click.option("--epochs", default=None, type=click.IntRange(0, 100000),
               help="Zoo: pretraining epochs (default the model's own); --model: fine-tune the whole model on the "
                    "base task first (default 0: take it as given and fit only the classifier).")
+@click.option("--head", type=click.Choice(["dense", "cosine"]), default="dense", show_default=True,
+              help="Zoo: the classifier: dense (W h + b) or cosine (the reference's: sigma cos(h, w_c), an L2 "
+                   "normalisation before it).")
+@click.option("--shifts", type=click.Choice(["mild", "strong"]), default=None,
+              help="domain-il on a bundled set: its synthetic shifts, mild (default) or strong (spoken digits: "
+                   "noise, telephone band, reverberation, another vocal tract).")
+@click.option("--pretrain-dataset", default=None,
+              help="Zoo: pretrain the backbone on this bundled set first (all its classes), then fit only the "
+                   "classifier on the stream's base task.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
               help="Seed for the split, class order, initialisation and training.")
 @force_option("run folder")
 def build(out_dir, dataset, data_file, model_file, tflite_file, arch, scenario, base_classes, task_classes, tasks,
-          adapter_at, adapter_position, adapter_width, classifier, epochs, seed, force):
+          adapter_at, adapter_position, adapter_width, classifier, epochs, head, shifts, pretrain_dataset, seed,
+          force):
     """Make a run folder: a model with adapters and a classifier, quantised to int8, on a data stream.
 
     Three sources of the model: the zoo (trained here), your Keras model (--model) or your deployed int8
@@ -118,7 +128,8 @@ def build(out_dir, dataset, data_file, model_file, tflite_file, arch, scenario, 
     run = build_run(out_dir, dataset=dataset, data=data_file, model=model_file, tflite=tflite_file, arch=arch,
                     scenario=scenario, base_classes=base_classes, classes_per_task=task_classes, tasks=tasks,
                     adapter_position=position, adapter_at=at, adapter_width=adapter_width, classifier=classifier,
-                    epochs=epochs, seed=seed, force=force, log=lambda msg: click.echo(msg, err=True))
+                    epochs=epochs, head=head, shifts=shifts, pretrain_dataset=pretrain_dataset, seed=seed, force=force,
+                    log=lambda msg: click.echo(msg, err=True))
     plan = run.plan
     click.echo(f"{out_dir}: {run.settings.get('arch') or run.settings.get('source')} on {run.settings['dataset']}/"
                f"{run.settings['scenario']}, {len(plan.adapters)} adapter(s), {run.num_classes} classes; see "

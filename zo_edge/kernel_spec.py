@@ -32,9 +32,9 @@ ISAS = ("ref", "dsp", "mve")  # ZOEDGE_ISA_REF, _DSP, _MVE in zoedge_kernels.h
 ADD_LEFT_SHIFT = 20  # int8 ADD (zo_edge.kernels.add.LEFT_SHIFT)
 
 # The library's C, copied verbatim into every export (firmware_export/c/).
-LIBRARY_HEADERS = ("zoedge_kernels.h", "zoedge_kernels_internal.h")
+LIBRARY_HEADERS = ("zoedge_kernels.h", "zoedge_kernels_internal.h", "zoedge_l2norm.h")
 LIBRARY_SOURCES = ("zoedge_kernels_ref.c", "zoedge_conv.c", "zoedge_depthwise_conv.c", "zoedge_fully_connected.c",
-                   "zoedge_add.c", "zoedge_pool.c")
+                   "zoedge_add.c", "zoedge_pool.c", "zoedge_l2norm.c")
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -103,6 +103,12 @@ def softmax_fields(op, graph, p) -> dict:
                 input_left_shift=p.input_left_shift, diff_min=p.diff_min)
 
 
+def l2norm_fields(op, graph, p) -> dict:
+    x = graph.tensors[op.inputs[0]]
+    depth = int(x.shape[-1])
+    return dict(rows=int(np.prod(x.shape)) // depth, depth=depth, input_zero_point=p.input_zero_point)
+
+
 # -- paths --------------------------------------------------------------------------------------------
 def conv_path(f: dict) -> str:
     """CONV_2D: "1x1" for a 1x1 kernel with stride 1 (no padding, every input pixel one output), else general."""
@@ -167,6 +173,7 @@ KERNELS = {
     "AVERAGE_POOL_2D": OpKernel("AVERAGE_POOL_2D", "pool", pool_fields, {"general": "zoedge_average_pool_2d"}),
     "MAX_POOL_2D": OpKernel("MAX_POOL_2D", "pool", pool_fields, {"general": "zoedge_max_pool_2d"}),
     "SOFTMAX": OpKernel("SOFTMAX", "softmax", softmax_fields, {"general": "zoedge_softmax"}),
+    "L2_NORMALIZATION": OpKernel("L2_NORMALIZATION", "l2norm", l2norm_fields, {"general": "zoedge_l2_normalization"}),
 }
 
 

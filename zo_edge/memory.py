@@ -39,6 +39,7 @@ import numpy as np
 from zo_edge import kernel_spec, planner
 from zo_edge.errors import ZoEdgeError
 from zo_edge.qgraph import QGraph
+from zo_edge.learners.cosine import CosineHead
 
 CONFIGURATIONS = ("inference", "zo-fc", "fo")
 
@@ -55,6 +56,7 @@ WEIGHTED = tuple(op for op, k in kernel_spec.KERNELS.items() if k.weighted)
 # -O2 -mcpu=cortex-m4 -mthumb -mfloat-abi=hard, -ffunction-sections --gc-sections; zoedge_app.map).
 CODE_BYTES = {
     "CONV_2D": 672, "DEPTHWISE_CONV_2D": 492, "FULLY_CONNECTED": 200, "ADD": 122, "MEAN": 146,
+    "L2_NORMALIZATION": 884,  # zoedge_l2norm.c, measured alone with the same flags
     # not yet measured in a firmware (the first three ops' C is of the same kind): estimates
     "AVERAGE_POOL_2D": 200, "MAX_POOL_2D": 160, "SOFTMAX": 400,
     "requantize helper": 136,  # zoedge_multiply_by_quantized_multiplier
@@ -294,7 +296,7 @@ def train_statics(learner, arena_bytes: int = 0) -> list[tuple[str, int, str]]:
         items.append(("probe loss sums (int64)", 8 * 3 * cfg.q,
                       f"2q Q16 batch loss sums and q differences, int64: 24 x q = 24 x {cfg.q}"))
     if learner.fc is not None:
-        F = learner.fc.n // C - 1
+        F = learner.graph.tensors[learner.features_index].size_bytes  # int8 features
         layout, nbytes = classifier_layout(cfg.batch_size, C, F, arena_bytes)
         one_sample = 4 * C if layout == "accumulate" else 0  # its own component below
         items.append(("classifier gradient accumulators", nbytes - one_sample,
@@ -302,8 +304,10 @@ def train_statics(learner, arena_bytes: int = 0) -> list[tuple[str, int, str]]:
         if layout == "accumulate":
             items.append(("softmax errors (one sample)", 4 * C, f"e = softmax - onehot, int32 x {C} classes"))
     flags = ", classifier on" if learner.fc is not None else ""
-    items.append(("train-step flags and allowed classes", 20 + 4 * (learner.fc is not None) + C,
-                  f"step, events, ready, open, added (uint32 each){flags} + the open batch's {C} allowed-class flags"))
+    vectors = (learner.zo is not None) + (learner.fc is not None)
+    items.append(("train-step flags and allowed classes", 20 + 4 * (learner.fc is not None) + C + 4 * vectors,
+                  f"step, events, ready, open, added (uint32 each){flags}, a learning-rate factor per vector + the "
+                  f"open batch's {C} allowed-class flags"))
     return items
 
 
@@ -312,10 +316,16 @@ def state_blob_bytes(learner) -> int:
     n = 8
     for vec in (learner.zo, learner.fc):
         if vec is not None:
-            n += sum(size * master for _, _, master, size in _segment_bytes(vec))
+            n += _stored_master_bytes(vec)
             if learner.config.momentum:
                 n += 4 * vec.n
     return n
+
+
+def _stored_master_bytes(vec) -> int:
+    if isinstance(vec, CosineHead):  # int16 unit rows and an int32 sigma
+        return 2 * (vec.n - 1) + 4
+    return sum(size * master for _, _, master, size in _segment_bytes(vec))
 
 
 def _train_flash(learner) -> tuple[int, str, int, str]:
@@ -323,6 +333,9 @@ def _train_flash(learner) -> tuple[int, str, int, str]:
     tables = descriptors = 0
     for name, vec in (("zo", learner.zo), ("fc", learner.fc)):
         if vec is None:
+            continue
+        if isinstance(vec, CosineHead):  # initial unit rows (int16), view multipliers per row, u's and sigma's
+            tables += 2 * (vec.n - 1) + 8 * vec.shape[0] + 2 * 8 + 2 * 8
             continue
         segments = len(vec.segments)
         channels = sum(int(s.shape[0]) if s.shape else 1 for s in vec.segments)
@@ -359,7 +372,7 @@ def _zo_fc(run: dict, config, code_bytes, persist: bool) -> Budget:
 
     state = learner.state_bytes()
     vectors = [v for v in (learner.zo, learner.fc) if v is not None]
-    n_int8 = sum(int(v.is_int8.sum()) for v in vectors)
+    n_int8 = state["int8_weights"]
     b.ram("trainable state (int8 view)", state["int8_weights"],
           f"{n_int8:,} int8 weights the kernels read, the model's RAM tensors (Int8Learner.state_bytes)",
           "trainable state")

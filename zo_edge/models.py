@@ -13,7 +13,9 @@ Every model has the same named parts, which the quantiser, the QGraph and the le
   "after" (after the pooling, with Dense down/up layers on the pooled vector; the "block" is then the
   identity). ``zo_edge.keras_edit`` attaches the same adapters to a user's own model;
   ``adapters_of`` finds them in either;
-* a ``classifier``: Dense(num_classes) producing logits (no softmax in the graph).
+* a ``classifier``: Dense(num_classes) producing logits (no softmax in the graph). With ``head="cosine"``
+  the reference's cosine classifier instead: ``classifier_norm`` (``keras_layers.L2Normalize``) then the
+  Dense ``classifier`` with a zero bias whose kernel columns all have one norm, the scale sigma.
 
 ``pretrain`` trains the backbone and the base-class rows of the classifier on the base task only; the
 adapters are frozen (they stay the identity) and the rows of classes not seen yet are initialised at
@@ -47,7 +49,7 @@ ARCHS = {
     ),
 }
 
-DEFAULT_ARCH = {"spoken-digits": "ds-cnn", "digits": "digits-cnn"}
+DEFAULT_ARCH = {"spoken-digits": "ds-cnn", "digits": "digits-cnn", "japanese-vowels": "ds-cnn"}
 
 # Pretraining defaults per architecture: epochs, batch size, Adam learning rate.
 PRETRAIN_DEFAULTS = {
@@ -218,14 +220,14 @@ def parse_adapter_positions(position, num_blocks: int) -> list:
 
 
 def build_model(arch: str, input_shape, num_classes: int, adapter_position="last", adapter_width: int = 8,
-                seed: int = 0):
+                seed: int = 0, head: str = "dense"):
     """Build a zoo model (float Keras) with residual adapters and a logits classifier.
 
     ``adapter_position``: "last" (default: the last block), an integer block index, "after" (after the
     pooling, Dense adapter on the pooled vector), a list of these (one adapter each, numbered in graph
     order) or None (no adapter, e.g. for comparisons). Each adapter's up-projection is
-    zero-initialised, so the model starts exactly as the model without adapters. Seeds Keras' global
-    generator with ``seed`` (``keras.utils.set_random_seed``).
+    zero-initialised, so the model starts exactly as the model without adapters. ``head``: "dense" or
+    "cosine" (module docstring). Seeds Keras' global generator with ``seed`` (``keras.utils.set_random_seed``).
     """
     configure_tensorflow()  # first: it imports TensorFlow without its start-up chatter
     import keras
@@ -243,6 +245,8 @@ def build_model(arch: str, input_shape, num_classes: int, adapter_position="last
         raise ZoEdgeError(f"num_classes must be at least 2 (got {num_classes})")
     if int(adapter_width) < 1:
         raise ZoEdgeError(f"adapter width must be a positive number of channels (got {adapter_width})")
+    if head not in HEADS:
+        raise ZoEdgeError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
     adapter_width = int(adapter_width)
     keras.utils.set_random_seed(int(seed))
 
@@ -268,8 +272,23 @@ def build_model(arch: str, input_shape, num_classes: int, adapter_position="last
     x = spec.pool(x)
     if "after" in positions:
         x = residual_adapter(x, x, adapter_width, index)
+    if head == "cosine":
+        from zo_edge.keras_layers import L2Normalize
+
+        x = L2Normalize(name="classifier_norm")(x)
     logits = layers.Dense(int(num_classes), name="classifier")(x)
     return keras.Model(inputs, logits, name=arch)
+
+
+HEADS = ("dense", "cosine")  # zo_edge.plan.HEAD_KINDS
+
+
+def head_kind(model, classifier: str = "classifier") -> str:
+    """"cosine" when the Dense ``classifier`` reads an ``L2Normalize`` layer's output, else "dense"."""
+    from zo_edge.keras_layers import L2Normalize
+
+    source = model.get_layer(classifier).input._keras_history[0]
+    return "cosine" if isinstance(source, L2Normalize) else "dense"
 
 
 def residual_adapter(cut, base, width: int, index: int, kernel_initializer="glorot_uniform"):
@@ -446,7 +465,13 @@ def fit_base_rows(model, task, *, epochs: int, seed: int, batch_size: int, learn
         raise ZoEdgeError(f"base task {task.name!r} has training labels outside its classes {classes}")
 
     keras.utils.set_random_seed(int(seed))
-    head = keras.layers.Dense(len(classes), name="base_head")
+    cosine = head_kind(model, classifier) == "cosine"
+    if cosine:  # sigma times unit rows, trained as one head (the reference's CosineLinear)
+        from zo_edge.keras_layers import CosineHead
+
+        head = CosineHead(len(classes), name="base_head")
+    else:
+        head = keras.layers.Dense(len(classes), name="base_head")
     x_train = np.asarray(task.x_train, dtype=np.float32)
     if train_backbone:
         train_model = keras.Model(model.inputs, head(layer.input), name=f"{model.name}_pretrain")
@@ -458,27 +483,21 @@ def fit_base_rows(model, task, *, epochs: int, seed: int, batch_size: int, learn
         frozen = []
     kernel, bias = (np.array(w, dtype=np.float32) for w in layer.get_weights())
     if head_init == "classifier":
-        head.set_weights([kernel[:, classes], bias[classes]])
-    was_trainable = [other.trainable for other in frozen]
-    for other in frozen:
-        other.trainable = False
-    train_model.compile(
-        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
-            learning_rate, decay_steps=max(1, epochs * -(-len(y_train) // batch_size)), alpha=0.01)),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    start = time.perf_counter()
-    try:
-        history = train_model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True,
-                                  verbose=verbose)
-    finally:
-        for other, flag in zip(frozen, was_trainable):
-            other.trainable = flag
-    seconds = time.perf_counter() - start
+        if cosine:
+            columns = kernel[:, classes]
+            head.build(columns.shape[:1])
+            head.set_weights([columns, np.float32(np.linalg.norm(columns, axis=0).mean())])
+        else:
+            head.set_weights([kernel[:, classes], bias[classes]])
+    history, seconds = _fit(train_model, x_train, y_train, frozen, epochs=epochs, batch_size=batch_size,
+                            learning_rate=learning_rate, verbose=verbose)
 
     # base rows from the trained head; the other rows at the trained rows' magnitude (or kept)
-    w_head, b_head = head.get_weights()  # [F, B], [B]
+    if cosine:  # every row at norm sigma, no bias: the Dense classifier computes sigma cos(h, w_c)
+        v, sigma = head.get_weights()
+        w_head, b_head = float(sigma) * v / np.linalg.norm(v, axis=0, keepdims=True), np.zeros(len(classes))
+    else:
+        w_head, b_head = head.get_weights()  # [F, B], [B]
     kernel[:, classes] = w_head
     bias[classes] = b_head
     others = [c for c in range(num_classes) if c not in classes] if redraw_other_rows else []
@@ -494,6 +513,7 @@ def fit_base_rows(model, task, *, epochs: int, seed: int, batch_size: int, learn
         "optimizer": "adam, cosine decay to 1% over the run",
         "trained": "backbone and base rows" if train_backbone else "base rows (features computed once)",
         "head_init": head_init,
+        "head": "cosine" if cosine else "dense",
         "seed": int(seed),
         "seconds": round(seconds, 3),
         "train_samples": int(len(y_train)),
@@ -503,6 +523,63 @@ def fit_base_rows(model, task, *, epochs: int, seed: int, batch_size: int, learn
     }
     summary.update(evaluate_base(model, task))
     return summary
+
+
+def _fit(train_model, x, y, frozen, *, epochs: int, batch_size: int, learning_rate: float, verbose: int):
+    """Adam with cosine decay to 1 % over the run, the layers ``frozen`` held fixed; (history, seconds)."""
+    import keras
+
+    was_trainable = [layer.trainable for layer in frozen]
+    for layer in frozen:
+        layer.trainable = False
+    train_model.compile(
+        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=max(1, epochs * -(-len(y) // batch_size)), alpha=0.01)),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    start = time.perf_counter()
+    try:
+        history = train_model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
+    finally:
+        for layer, flag in zip(frozen, was_trainable):
+            layer.trainable = flag
+    return history, time.perf_counter() - start
+
+
+def pretrain_backbone(model, dataset, *, epochs: int | None = None, seed: int = 0, classifier: str = "classifier",
+                      verbose: int = 0) -> dict:
+    """Train everything before the ``classifier`` (the adapters excepted: they stay the identity) on all of
+    another ``dataset``'s classes, through a temporary head that is then dropped: a backbone pretrained
+    on a broader or different task than the stream it will learn. The classifier's rows are left for
+    ``fit_base_rows`` to fit on the stream's base task. Returns a JSON-ready summary."""
+    import keras
+
+    configure_tensorflow()
+    if tuple(dataset.input_shape) != tuple(model.input_shape[1:]):
+        raise ZoEdgeError(f"the pretraining data {dataset.name!r} has samples of shape {tuple(dataset.input_shape)}, "
+                          f"the model takes {tuple(model.input_shape[1:])}; pretrain on data of the stream's shape")
+    defaults = PRETRAIN_DEFAULTS.get(model.name, PRETRAIN_DEFAULTS["ds-cnn"])
+    epochs = defaults["epochs"] if epochs is None else int(epochs)
+    keras.utils.set_random_seed(int(seed))
+    layer = model.get_layer(classifier)
+    if head_kind(model, classifier) == "cosine":
+        from zo_edge.keras_layers import CosineHead
+
+        head = CosineHead(dataset.num_classes, name="pretrain_head")
+    else:
+        head = keras.layers.Dense(dataset.num_classes, name="pretrain_head")
+    train_model = keras.Model(model.inputs, head(layer.input), name=f"{model.name}_pretrain_other")
+    frozen = [other for other in model.layers if is_adapter_layer(other.name)]
+    history, seconds = _fit(train_model, np.asarray(dataset.x_train, np.float32), np.asarray(dataset.y_train),
+                            frozen, epochs=epochs, batch_size=defaults["batch_size"],
+                            learning_rate=defaults["learning_rate"], verbose=verbose)
+    logits = predict_logits(train_model, dataset.x_test)
+    return {"dataset": dataset.name, "classes": int(dataset.num_classes), "epochs": epochs,
+            "train_samples": int(len(dataset.y_train)), "seconds": round(seconds, 3),
+            "train_accuracy": float(history.history["accuracy"][-1]) if epochs else None,
+            "test_accuracy": float(np.mean(np.argmax(logits, axis=1) == dataset.y_test)),
+            "trained": "backbone and a temporary head over all its classes (the head is dropped)"}
 
 
 def init_new_rows(kernel: np.ndarray, bias: np.ndarray, trained, new, rng) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -9,6 +9,9 @@ the firmware export, the memory model — instead of fixed role names:
   ADD (``block_output``) and the ADD's output. ``kind`` is "conv1x1" or "dense".
 * ``classifier``: the FULLY_CONNECTED op that makes the logits: its input (the features), weights,
   bias and output (``logits``). A SOFTMAX may follow it; ``output`` is the graph's output either way.
+  ``kind`` is "dense" (weights and bias train) or "cosine" (the reference's cosine classifier: its
+  input is an L2_NORMALIZATION's output, its bias is zero and stays so, and the weights are a scale σ
+  times unit rows, ``zo_edge.learners.cosine``).
 * ``keras``: for a run with a float Keras original, the layer names behind each trainable part
   (float mode needs them); ``None`` for a run made from a deployed .tflite.
 
@@ -63,15 +66,24 @@ class Adapter:
                 (f"{self.name}.up.weights", self.up_weights), (f"{self.name}.up.bias", self.up_bias)]
 
 
+HEAD_KINDS = {
+    "dense": "a Dense classifier: logits = W h + b, weights and bias train",
+    "cosine": "the reference's cosine classifier: logits = sigma cos(h, w_c), unit rows and a scale sigma, no bias",
+}
+
+
 @dataclass(frozen=True)
 class Classifier:
-    input: int  # the features h
+    input: int  # the features h (for a cosine head: the L2_NORMALIZATION's output)
     weights: int  # [classes, features] int8
-    bias: int  # [classes] int32
+    bias: int  # [classes] int32 (a cosine head's stays zero)
     logits: int  # the FULLY_CONNECTED's output
     keras: str | None = None  # the Dense layer's name
+    kind: str = "dense"  # HEAD_KINDS
 
     def trainables(self) -> list[tuple[str, int]]:
+        if self.kind == "cosine":  # sigma and the unit rows live in the learner; the graph holds sigma * rows
+            return [("classifier.weights", self.weights)]
         return [("classifier.weights", self.weights), ("classifier.bias", self.bias)]
 
 
@@ -92,7 +104,7 @@ class Plan:
         """role -> tensor index for every trainable tensor and the activations the learners read."""
         roles = dict(self.trainables())
         roles.update({"input": self.input, "output": self.output, "logits": self.classifier.logits,
-                      "classifier.input": self.classifier.input})
+                      "classifier.input": self.classifier.input, "classifier.bias": self.classifier.bias})
         for a in self.adapters:
             roles.update({f"{a.name}.cut": a.cut, f"{a.name}.hidden": a.hidden, f"{a.name}.output": a.output,
                           f"{a.name}.block_output": a.block_output, f"{a.name}.add_output": a.add_output})
@@ -150,7 +162,10 @@ class Plan:
         for role, index in self.roles().items():
             if not 0 <= index < n:
                 raise ZoEdgeError(f"{where}: {role} points at tensor {index}, but the model has tensors 0..{n - 1}")
-        for role, index in self.trainables():
+        if self.classifier.kind not in HEAD_KINDS:
+            raise ZoEdgeError(f"{where}: the classifier kind {self.classifier.kind!r} is unknown; one of "
+                              f"{', '.join(HEAD_KINDS)}")
+        for role, index in self.trainables() + [("classifier.bias", self.classifier.bias)]:
             t = graph.tensors[index]
             want = np.int8 if role.endswith("weights") else np.int32
             if not t.is_constant or t.dtype != want or not t.is_quantized:
@@ -169,6 +184,11 @@ class Plan:
                 or graph.tensors[c.bias].shape != (classes,)):
             raise ZoEdgeError(f"{where}: the classifier {list(w.shape)} does not map its input {list(h.shape)} to "
                               f"its logits {list(logits.shape)}")
+        if c.kind == "cosine":
+            producer = graph.producer(c.input)
+            if producer is None or producer.opcode != "L2_NORMALIZATION" or np.any(graph.tensors[c.bias].data):
+                raise ZoEdgeError(f"{where}: a cosine classifier reads an L2_NORMALIZATION's output and has a zero "
+                                  f"bias; tensor {c.input} is not such an output or its bias is not zero")
         for a in self.adapters:
             down, up = graph.tensors[a.down_weights], graph.tensors[a.up_weights]
             cut, out = graph.tensors[a.cut], graph.tensors[a.add_output]

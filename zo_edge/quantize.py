@@ -178,8 +178,9 @@ def _names_layer(text: str, layer: str) -> bool:
     return re.search(rf"(?<![A-Za-z0-9_]){re.escape(layer)}(?![A-Za-z0-9_])", text) is not None
 
 
-def find_classifier(graph: _Graph) -> Classifier:
-    """The FULLY_CONNECTED op whose output is the graph's output, or feeds the SOFTMAX that is."""
+def find_classifier(graph: _Graph, head: str = "dense") -> Classifier:
+    """The FULLY_CONNECTED op whose output is the graph's output, or feeds the SOFTMAX that is; ``head`` is
+    its kind (``zo_edge.plan.HEAD_KINDS``)."""
     sg = graph.sg
     if len(sg.inputs) != 1 or len(sg.outputs) != 1:
         raise ZoEdgeError(f"the model has {len(sg.inputs)} inputs and {len(sg.outputs)} outputs; zo-edge trains "
@@ -196,10 +197,15 @@ def find_classifier(graph: _Graph) -> Classifier:
     ins = graph.ops[k][1]
     if len(ins) < 3 or ins[2] < 0:
         raise ZoEdgeError("the classifier has no bias tensor; give the Dense layer a bias (use_bias=True)")
-    return Classifier(input=ins[0], weights=ins[1], bias=ins[2], logits=logits)
+    if head == "cosine":
+        features = graph.producer.get(ins[0])
+        if features is None or graph.ops[features][0] != "L2_NORMALIZATION":
+            raise ZoEdgeError("a cosine classifier must read an L2 normalisation of the features "
+                              "(zo_edge.models.L2Normalize, an L2_NORMALIZATION op in the int8 model)")
+    return Classifier(input=ins[0], weights=ins[1], bias=ins[2], logits=logits, kind=head)
 
 
-def find_plan(buf_or_graph, adapters=None, classifier: str | None = None) -> Plan:
+def find_plan(buf_or_graph, adapters=None, classifier: str | None = None, head: str = "dense") -> Plan:
     """The adaptation plan (``zo_edge.plan``) of a converted model.
 
     The classifier is the FULLY_CONNECTED op that makes the output (a SOFTMAX may follow it). Each
@@ -212,7 +218,7 @@ def find_plan(buf_or_graph, adapters=None, classifier: str | None = None) -> Pla
     name, recorded for float mode. Adapters are numbered in graph order.
     """
     graph = buf_or_graph if isinstance(buf_or_graph, _Graph) else _parse(buf_or_graph)
-    head = Classifier(**{**asdict(find_classifier(graph)), "keras": classifier})
+    head = Classifier(**{**asdict(find_classifier(graph, head)), "keras": classifier})
     candidates = sorted(_adapter_candidates(graph))  # graph order of the ADDs
     if adapters is None:
         found = [(c, None) for c in candidates]
@@ -385,14 +391,16 @@ def keras_adapters(model) -> list[dict]:
 
 
 def quantize_model(model, calibration_x, config: QuantConfig | None = None, seed: int = 0,
-                   verify: bool = True, adapters=None, classifier: str = "classifier") -> QuantizedModel:
+                   verify: bool = True, adapters=None, classifier: str = "classifier",
+                   head: str = "dense") -> QuantizedModel:
     """Convert a Keras model with adapters and a Dense classifier to a full-integer int8 .tflite with
     headroom for every trainable tensor; return it with its plan.
 
     ``calibration_x``: real training samples (float, [N, *input_shape]); up to
     ``config.calibration_samples`` of them, chosen with ``seed``, calibrate the activation ranges.
     ``adapters``: ``[{"down": layer, "up": layer}, ...]`` (default: ``keras_adapters(model)``), each with a
-    zero-initialised up-projection; ``classifier``: the Dense layer that makes the logits. ``verify``
+    zero-initialised up-projection; ``classifier``: the Dense layer that makes the logits, ``head`` its kind
+    ("cosine": it reads an L2 normalisation and its bias is zero, written as zeros). ``verify``
     loads the patched model in TFLM and checks that every zeroed adapter is the identity of its block up
     to the ADD's requantisation.
     """
@@ -438,7 +446,7 @@ def quantize_model(model, calibration_x, config: QuantConfig | None = None, seed
     # 2. check, find the plan, patch the trainable tensors to their true starting values
     graph = _parse(raw)
     check_int8(graph)
-    plan = find_plan(graph, adapters, classifier)
+    plan = find_plan(graph, adapters, classifier, head)
     patches = [(plan.classifier.weights, plan.classifier.bias, *true[classifier])]
     for a in plan.adapters:
         patches.append((a.down_weights, a.down_bias, *true[a.keras["down"]]))
@@ -458,7 +466,7 @@ def quantize_model(model, calibration_x, config: QuantConfig | None = None, seed
     # 3. re-read, sanity-check the scales, verify in TFLM
     graph = _parse(tflite)
     check_int8(graph)
-    if find_plan(graph, adapters, classifier) != plan:
+    if find_plan(graph, adapters, classifier, head) != plan:
         raise AssertionError("the plan changed after patching the flatbuffer")
     _check_scales(graph, plan)
     for a in plan.adapters:

@@ -53,6 +53,8 @@ A build from a user's file, then, is::
 
 from zo_edge.data.bundled import (
     DATASETS,
+    DOMAIN_SHIFT_DATASETS,
+    SHIFT_SETS,
     DIGIT_NAMES,
     MFCC_CLIP,
     MFCC_COEFFICIENTS,
@@ -90,7 +92,7 @@ from zo_edge.data.spec import (
 )
 
 __all__ = [
-    "DATASETS", "DIGIT_NAMES", "MFCC_CLIP", "MFCC_COEFFICIENTS", "SCENARIOS", "SPEC_FORMAT", "Dataset",
+    "DATASETS", "DOMAIN_SHIFT_DATASETS", "SHIFT_SETS", "DIGIT_NAMES", "MFCC_CLIP", "MFCC_COEFFICIENTS", "SCENARIOS", "SPEC_FORMAT", "Dataset",
     "Scenario", "Task", "catalogue", "check_input_shape", "data_spec", "dataset_from_arrays",
     "dataset_from_spec", "dataset_spec", "describe_dataset", "format_description", "load_dataset",
     "load_npz", "load_spec", "make_scenario", "parse_tasks", "save_npz", "scenario_fingerprint",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zo_edge.data.bundled import DATASETS, load_dataset, with_synthetic_domains
+from zo_edge.data.bundled import DATASETS, DOMAIN_SHIFT_DATASETS, load_dataset, with_synthetic_domains
 from zo_edge.data.dataset import Dataset, check_seed, source_of
 from zo_edge.errors import ZoEdgeError
 
@@ -62,7 +62,7 @@ class Scenario:
 
 
 def make_scenario(dataset: Dataset, kind: str, seed: int = 0, base_classes=None, classes_per_task=None,
-                  tasks=None) -> Scenario:
+                  tasks=None, shifts=None) -> Scenario:
     """Cut a dataset into a pretraining task and a stream of on-device tasks.
 
     class-il, seeded: a class order drawn from ``seed``; the first ``base_classes`` (default 4) form the
@@ -72,8 +72,8 @@ def make_scenario(dataset: Dataset, kind: str, seed: int = 0, base_classes=None,
     and needs two classes, at least one task must follow, no class may appear twice. Classes left out
     never arrive (the classifier still holds every class).
     domain-il: every class in every task, one task per domain; ``seed`` only matters for the bundled
-    sets, whose domains it draws (``with_synthetic_domains``). ``base_classes`` and
-    ``classes_per_task`` do not apply.
+    sets, whose domains it draws (``with_synthetic_domains``; ``shifts`` chooses the set of shifts,
+    "mild" by default or "strong"). ``base_classes`` and ``classes_per_task`` do not apply.
     """
     if kind not in SCENARIOS:
         raise ZoEdgeError(f"unknown scenario {kind!r}; choose one of: {', '.join(SCENARIOS)}")
@@ -82,7 +82,9 @@ def make_scenario(dataset: Dataset, kind: str, seed: int = 0, base_classes=None,
         if tasks is not None:
             raise ZoEdgeError("tasks apply to class-il only; a domain-il stream has one task per domain "
                               "(domain_train/domain_test)")
-        return _domain_incremental(dataset, seed)
+        return _domain_incremental(dataset, seed, shifts)
+    if shifts is not None:
+        raise ZoEdgeError(f"shifts choose the synthetic domains of a domain-il stream; a {kind} stream has none")
     if tasks is None:
         base_classes = DEFAULT_BASE_CLASSES if base_classes is None else base_classes
         classes_per_task = DEFAULT_CLASSES_PER_TASK if classes_per_task is None else classes_per_task
@@ -218,13 +220,16 @@ def _task_of_classes(dataset: Dataset, index: int, classes: list[int]) -> Task:
 # Domain-incremental
 
 
-def _domain_incremental(dataset: Dataset, seed: int) -> Scenario:
+def _domain_incremental(dataset: Dataset, seed: int, shifts=None) -> Scenario:
     if dataset.domain_names is None:
         if dataset.meta.get("origin") != "bundled":
             raise ZoEdgeError(f"{source_of(dataset)} has no domain arrays, so it cannot make a domain-il stream: "
                               f"add domain_train and domain_test (the domain of each sample, 0 = base), or use "
                               f"class-il; the bundled sets ({', '.join(DATASETS)}) have domain-il streams built in")
-        dataset = with_synthetic_domains(dataset, seed)
+        dataset = with_synthetic_domains(dataset, seed, shifts or "mild")
+    elif shifts is not None:
+        raise ZoEdgeError(f"{source_of(dataset)} has its own domain arrays; shifts choose the synthetic domains of "
+                          f"the bundled sets only")
     if dataset.num_domains < 2:
         raise ZoEdgeError(f"{source_of(dataset)}: domain_train and domain_test hold only domain 0; a domain-il "
                           f"stream needs the base domain 0 and at least one more")
@@ -237,7 +242,7 @@ def _domain_incremental(dataset: Dataset, seed: int) -> Scenario:
                           x_test=dataset.x_test[test], y_test=dataset.y_test[test]))
     synthetic = dataset.meta.get("synthetic_domains", {})
     settings = {"domains": list(dataset.domain_names),
-                **{key: synthetic[key] for key in ("train_split", "shifts") if key in synthetic}}
+                **{key: synthetic[key] for key in ("train_split", "shift_set", "shifts") if key in synthetic}}
     # Order does not matter here: every class is there from the start.
     return _scenario("domain-il", dataset, seed, parts[0], parts[1:], every_class, settings)
 
@@ -270,6 +275,8 @@ def _catalogue_rows() -> tuple[dict, ...]:
     for dataset_name, dataset_description in DATASETS.items():
         dataset = load_dataset(dataset_name)
         for kind, scenario_description in SCENARIOS.items():
+            if kind == "domain-il" and dataset_name not in DOMAIN_SHIFT_DATASETS:
+                continue  # no synthetic domains for it
             scenario = make_scenario(dataset, kind)
             rows.append({
                 "dataset": dataset_name,

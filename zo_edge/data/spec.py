@@ -124,6 +124,8 @@ def scenario_spec(scenario: Scenario) -> dict:
     """``make_scenario``'s settings for ``scenario``, its class order and the fingerprint of its tasks."""
     meta = scenario.meta
     spec = {"kind": scenario.name, "seed": meta["seed"]}
+    if meta.get("shift_set", "mild") != "mild":  # (a mild set is the default, and older runs record none)
+        spec["shifts"] = meta["shift_set"]
     if scenario.name == "class-il":
         if "explicit_tasks" in meta:
             spec["tasks"] = [list(group) for group in meta["explicit_tasks"]]
@@ -140,7 +142,8 @@ def scenario_from_spec(dataset: Dataset, spec: dict) -> Scenario:
     if "kind" not in spec or "seed" not in spec:
         raise ZoEdgeError("the run's scenario record lacks its kind or seed; build the run again")
     scenario = make_scenario(dataset, spec["kind"], seed=spec["seed"], base_classes=spec.get("base_classes"),
-                             classes_per_task=spec.get("classes_per_task"), tasks=spec.get("tasks"))
+                             classes_per_task=spec.get("classes_per_task"), tasks=spec.get("tasks"),
+                             shifts=spec.get("shifts"))
     recorded = spec.get("fingerprint")
     if recorded is not None and scenario_fingerprint(scenario) != recorded:
         raise ZoEdgeError(f"the {spec['kind']} tasks rebuilt from {dataset.name!r} differ from those the run was "

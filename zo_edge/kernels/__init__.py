@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from zo_edge.kernels import add, conv, fully_connected, mean, pooling, quantize, shape_ops, softmax
+from zo_edge.kernels import add, conv, fully_connected, l2norm, mean, pooling, quantize, shape_ops, softmax
 
 
 class Kernel(NamedTuple):
@@ -31,6 +31,7 @@ KERNELS: dict[str, Kernel] = {
     "DEQUANTIZE": Kernel(quantize.prepare_dequantize, quantize.eval_dequantize, "DequantizeOptions"),
     "FULLY_CONNECTED": Kernel(fully_connected.prepare_fully_connected, fully_connected.eval_fully_connected,
                               "FullyConnectedOptions", fully_connected.fully_connected_shared),
+    "L2_NORMALIZATION": Kernel(l2norm.prepare_l2norm, l2norm.eval_l2norm, "L2NormOptions"),
     "MAX_POOL_2D": Kernel(pooling.prepare_pool, pooling.eval_max_pool, "Pool2DOptions"),
     "MEAN": Kernel(mean.prepare_mean, mean.eval_mean, "ReducerOptions"),
     "PACK": Kernel(shape_ops.prepare_pack, shape_ops.eval_pack, "PackOptions"),

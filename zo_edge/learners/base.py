@@ -1,9 +1,11 @@
 """What every learner shares: the task loop, prediction over seen classes, counters, state files.
 
 A learner implements ``begin_task(task)``, ``train_step(idx, y, allowed, epoch, counters)``,
-``logits(x)``, ``state()`` / ``load_state(state)`` and ``state_bytes()``; this class turns those into
-``fit_task`` / ``predict`` / ``save`` / ``load``. Batches are a seeded shuffle of the task's samples
-(seed, task, epoch), so two runs with one seed see the same stream.
+``logits(x)``, ``state()`` / ``load_state(state)``, ``state_bytes()`` and ``part_values()`` (the
+adapters' and the classifier's float values, flat); this class turns those into ``fit_task`` /
+``predict`` / ``save`` / ``load``. Batches are a seeded shuffle of the task's samples (seed, task,
+epoch), so two runs with one seed see the same stream. ``fit_task`` also measures, per part, the L2
+norm of every step's update and the drift of the task (end minus start), in float units.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class Learner:
     def settings(self) -> dict:
         return {}
 
+    def part_values(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
     # -- the shared loop -------------------------------------------------------------------------
     def fit_task(self, task, progress=None) -> dict:
         """Train on one task (old-class logits masked: only ``task.classes`` compete); returns counters."""
@@ -62,15 +67,24 @@ class Learner:
         if cfg.method == "frozen" or cfg.epochs == 0 or len(y_all) == 0:
             return counters
         self.begin_task(task)
+        first = before = self.part_values()
+        norms = {part: [] for part in first}
         for epoch in range(cfg.epochs):
             order = np.random.default_rng([cfg.seed, int(task.index), epoch]).permutation(len(y_all))
             for start in range(0, len(order), cfg.batch_size):
                 idx = np.sort(order[start : start + cfg.batch_size])
                 self.train_step(idx, y_all[idx], allowed, epoch, counters)
+                after = self.part_values()
+                for part in norms:
+                    norms[part].append(_norm(after[part] - before[part]))
+                before = after
                 self.step += 1
                 counters["steps"] += 1
                 if progress is not None:
                     progress()
+        counters["drift"] = {part: _norm(before[part] - first[part]) for part in first}
+        counters["update_norms"] = {part: {"mean": float(np.mean(v)), "median": float(np.median(v)),
+                                           "max": float(np.max(v)), "steps": len(v)} for part, v in norms.items()}
         return counters
 
     def count(self, counters: dict, batch: int, suffix_passes: int) -> None:
@@ -100,3 +114,7 @@ class Learner:
         except (OSError, ValueError, KeyError) as exc:
             raise ZoEdgeError(f"{path} is not a state file of this learner ({exc})") from None
 
+
+
+def _norm(x: np.ndarray) -> float:
+    return float(np.sqrt(np.sum(np.square(np.asarray(x, dtype=np.float64)))))

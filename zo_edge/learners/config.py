@@ -25,6 +25,12 @@ MODES = {
     "int8": "device mode: int8 graph engine, integer state, fixed-point loss and updates",
 }
 MASTERS = ("int8", "int16")  # stored precision of trainable int8 weights in int8 mode
+LR_SCHEDULES = {
+    "constant": "every epoch at the learning rate",
+    "cosine": "cosine decay over a task's epochs, restarting each task: lr (1 + cos(pi e / E)) / 2 in epoch e of E "
+              "(PyTorch's CosineAnnealingLR stepped per epoch, as the reference; E = fc_epochs for zo-fc's classifier)",
+}
+LR_SCALE_BITS = 16  # int8 mode: the schedule's factor per epoch in Q16, one integer table for simulator and firmware
 
 
 @dataclass
@@ -41,6 +47,7 @@ class LearnerConfig:
     fc_epochs: int | None = None  # zo-fc: epochs the classifier trains before it is frozen; None: max(1, epochs // 2)
     batch_size: int = 48
     master: str = "int16"  # int8 mode: "int16" keeps a 16-bit master copy of int8 weights, "int8" none
+    lr_schedule: str = "constant"  # LR_SCHEDULES
     seed: int = 0
 
     @property
@@ -54,6 +61,27 @@ class LearnerConfig:
         fc_epochs; head: always; the others never)."""
         return self.method == "head" or (self.method == "zo-fc" and epoch < self.fc_epochs_resolved)
 
+    def schedule_epochs(self, part: str) -> int:
+        """The epochs a part ("adapters" or "classifier") trains per task: its cosine schedule's length."""
+        if part == "classifier" and self.method == "zo-fc":
+            return self.fc_epochs_resolved
+        return self.epochs
+
+    def lr_factor(self, part: str, epoch: int) -> float:
+        """The learning-rate factor of ``part`` in ``epoch`` of a task (float mode, and the source of the table)."""
+        if self.lr_schedule == "constant":
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(epoch, self.schedule_epochs(part)) / self.schedule_epochs(part)))
+
+    def lr_table_q16(self, part: str) -> list[int]:
+        """int8 mode: the factor per epoch of a task as Q16 integers, made once here and exported as a table,
+        so the simulator and the firmware multiply by the same numbers (65536 = 1.0)."""
+        return [int(round(self.lr_factor(part, e) * (1 << LR_SCALE_BITS))) for e in range(self.schedule_epochs(part))]
+
+    def lr_scale_q16(self, part: str, epoch: int) -> int:
+        table = self.lr_table_q16(part)
+        return table[min(epoch, len(table) - 1)]
+
     def to_json(self) -> dict:
         return {**asdict(self), "fc_epochs": self.fc_epochs_resolved}
 
@@ -65,6 +93,7 @@ class LearnerConfig:
         _choice(self.method, "method", METHODS)
         _choice(self.mode, "mode", MODES)
         _choice(self.master, "master", MASTERS)
+        _choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
         for name, (low, high, hint) in RANGES.items():
             value = getattr(self, name)
             if value is None:

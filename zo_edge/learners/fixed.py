@@ -39,6 +39,7 @@ SR_BITS = 16  # fractional bits an update carries into stochastic rounding
 LN2_Q16 = round(math.log(2) * 65536)  # 45426
 LOG2_TABLE = np.array([round(65536 * math.log2(1 + i / 256)) for i in range(257)], dtype=np.int64)
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+ONE_Q16 = 1 << 16  # a learning-rate schedule's factor 1.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,13 @@ def clip_norm(g: np.ndarray, clip: float):
         return g, False
     n = math.isqrt(norm2)
     return np.sign(g) * ((np.abs(g) * c + n // 2) // n), True
+
+
+def scale_q16(x, factor_q16: int) -> np.ndarray:
+    """(x · f + 2^15) >> 16 for a Q16 factor 0 <= f <= 2^16 and int32 x: exactly x when f = 2^16."""
+    if not 0 <= factor_q16 <= ONE_Q16:
+        raise ValueError(f"a Q16 factor must be in [0, 2^16], not {factor_q16}")
+    return (np.asarray(x, dtype=np.int64) * int(factor_q16) + (1 << 15)) >> 16
 
 
 def momentum_q15(momentum: float) -> int:

@@ -18,6 +18,7 @@ from zo_edge.cost import split_macs
 from zo_edge.engine import Engine
 from zo_edge.errors import ZoEdgeError
 from zo_edge.learners.base import Learner
+from zo_edge.learners.cosine import CosineHeadFloat
 from zo_edge.learners.float_step import FloatState, clip_grad, flatten, float_step, perturbation, sgd, unflatten
 
 # the Keras layout of each adapter parameter, in the plan's trainable order (down w, down b, up w, up b)
@@ -31,26 +32,44 @@ def _to_graph_layout(kernel: np.ndarray) -> np.ndarray:
     return kernel.T
 
 
+def keras_split_of(run):
+    """The run's float model split before its first adapter (``KerasSplit``), adapters in the plan's order."""
+    from zo_edge.models import configure_tensorflow
+
+    configure_tensorflow()  # first: it imports TensorFlow without its start-up chatter
+    import keras
+
+    import zo_edge.keras_layers  # noqa: F401 - registers the zoo's own layers before loading
+    from zo_edge.learners.keras_split import KerasSplit
+
+    plan = run.plan
+    adapters = [{"add": a.keras["down"].rsplit("_", 1)[0] + "_add", **a.keras} for a in plan.adapters]
+    # the plan's order (graph order of the int8 ADDs) is the order of the flat vector
+    return KerasSplit(keras.saving.load_model(run.keras_path, compile=False), adapters=adapters,
+                      classifier=plan.classifier.keras or "classifier")
+
+
+def keras_layout(role: str, value: np.ndarray) -> np.ndarray:
+    """A graph-layout trainable (TFLite [out, 1, 1, in] / [out, in] kernels) in Keras layout."""
+    if role.endswith("weights"):
+        return value.transpose(1, 2, 3, 0) if value.ndim == 4 else value.T
+    return value
+
+
 class FloatLearner(Learner):
     def __init__(self, run: dict, config):
         super().__init__(run, config)
-        from zo_edge.models import configure_tensorflow
-
-        configure_tensorflow()  # first: it imports TensorFlow without its start-up chatter
-        import keras
-
-        from zo_edge.learners.keras_split import KerasSplit
-
         if not run.has_keras:
             raise ZoEdgeError(f"{run.run_dir} has no float original (it was built from a .tflite), so --mode float "
                               f"and --method fo cannot run on it; use --mode int8 with zo-fc, zo, head or frozen")
         plan = run.plan
-        adapters = [{"add": a.keras["down"].rsplit("_", 1)[0] + "_add", **a.keras} for a in plan.adapters]
-        # the plan's order (graph order of the int8 ADDs) is the order of the flat vector
-        self.split = KerasSplit(keras.saving.load_model(run.keras_path, compile=False), adapters=adapters,
-                                classifier=plan.classifier.keras or "classifier")
+        self.split = keras_split_of(run)
         W, b = self.split.classifier_params()
         self.params = FloatState(self.split.adapter_params(), W, b)
+        self.cosine = plan.classifier.kind == "cosine"
+        if self.cosine and self.config.method != "zo":  # a first-order step keeps sigma and unit columns
+            self.params.head = CosineHeadFloat(W)
+            self.params.W = self.params.head.W
         self.num_classes = int(W.shape[1])
         self.epsilon = self.config.epsilon if self.config.epsilon is not None else 1e-3
         self.graph = run.graph
@@ -102,8 +121,8 @@ class FloatLearner(Learner):
         roles = self.run.roles
         kinds = _KINDS * len(self.run.plan.adapters)
         values = [(_to_graph_layout(p) if kind == "kernel" else p) for p, kind in zip(self.params.adapter, kinds)]
-        values += [self.params.W.T, self.params.b]
-        return {roles[n]: self._quantize(n, v) for n, v in zip(self._roles, values)}
+        values += [self.params.W.T] + ([] if self.cosine else [self.params.b])  # a cosine head's bias stays 0
+        return {roles[n]: self._quantize(n, v) for n, v in zip(self._roles, values, strict=True)}
 
     def _dequantized(self) -> tuple[list, np.ndarray, np.ndarray]:
         """The float values of the int8 weights (what the device holds), back in Keras layout."""
@@ -114,11 +133,9 @@ class FloatLearner(Learner):
             q = consts[roles[name]]
             return q.astype(np.float32) * t.scale.astype(np.float32).reshape((-1,) + (1,) * (q.ndim - 1))
 
-        adapter = []
-        for name, kind in zip(self._roles, _KINDS * len(self.run.plan.adapters)):
-            v = value(name)
-            adapter.append((v.transpose(1, 2, 3, 0) if v.ndim == 4 else v.T) if kind == "kernel" else v)
-        return adapter, value("classifier.weights").T.copy(), value("classifier.bias")
+        adapter = [keras_layout(name, value(name)) for name in self._roles if name.startswith("adapter")]
+        bias = np.zeros(self.num_classes, np.float32) if self.cosine else value("classifier.bias")
+        return adapter, value("classifier.weights").T.copy(), bias
 
     # -- training ------------------------------------------------------------------------------
     def begin_task(self, task):
@@ -127,27 +144,42 @@ class FloatLearner(Learner):
     def train_step(self, idx, y, allowed, epoch, counters) -> None:
         cfg, p = self.config, self.params
         batch = [b[idx] for b in self._train_boundary]
+        lr = cfg.lr * cfg.lr_factor("adapters", epoch)  # the schedule's rates for this epoch
+        fc_lr = cfg.fc_lr * cfg.lr_factor("classifier", epoch)
         if cfg.method == "fo":
             adapter, W, b = self._dequantized() if cfg.mode == "int8" else (p.adapter, p.W, p.b)
             _, grads, gW, gb = self.split.loss_and_grads(batch, adapter, W, b, y, np.flatnonzero(allowed))
             g = clip_grad(flatten(grads), cfg.clip)
-            p.adapter = unflatten(sgd(p, "adapter", flatten(p.adapter), g, cfg.lr, cfg.momentum), p.adapter)
-            p.W = sgd(p, "W", p.W, gW, cfg.fc_lr, cfg.momentum)
-            p.b = sgd(p, "b", p.b, gb, cfg.fc_lr, cfg.momentum)
+            p.adapter = unflatten(sgd(p, "adapter", flatten(p.adapter), g, lr, cfg.momentum), p.adapter)
+            p.step_classifier(gW, gb, fc_lr, cfg.momentum)
             passes = 1
         else:
             trains_fc = cfg.trains_classifier(epoch)
-            n = sum(a.size for a in p.adapter) + (p.W.size + p.b.size if cfg.method == "zo" else 0)
+            head = p.W.size + (0 if self.cosine else p.b.size)
+            n = sum(a.size for a in p.adapter) + (head if cfg.method == "zo" else 0)
             z = perturbation(cfg.seed, self.step, cfg.q, n) if cfg.method in ("zo-fc", "zo") else None
             passes = float_step(p, self.split, batch, y, allowed, method=cfg.method, train_classifier=trains_fc,
-                                q=cfg.q, eps=self.epsilon, lr=cfg.lr, fc_lr=cfg.fc_lr, momentum=cfg.momentum,
-                                clip=cfg.clip, z=z)
+                                q=cfg.q, eps=self.epsilon, lr=lr, fc_lr=fc_lr, momentum=cfg.momentum,
+                                clip=cfg.clip, z=z, train_bias=not self.cosine)
         self.count(counters, len(y), passes)
+
+    def keras_parameters(self) -> tuple[list, np.ndarray, np.ndarray]:
+        """(adapter arrays, W [features, classes], b) in Keras layout: the float values a flatness probe perturbs."""
+        return list(self.params.adapter), self.params.W, self.params.b
+
+    def part_values(self) -> dict[str, np.ndarray]:
+        """The adapters' and the classifier's float values, flat (drift and update norms)."""
+        p = self.params
+        classifier = [p.W] + ([] if self.cosine else [p.b])
+        return {"adapters": flatten(p.adapter) if p.adapter else np.zeros(0, np.float32),
+                "classifier": flatten(classifier)}
 
     # -- state -----------------------------------------------------------------------------------
     def state(self) -> dict:
         p = self.params
         out = {"step": np.array(self.step), "W": p.W, "b": p.b}
+        if p.head is not None:
+            out.update({"cosine.u": p.head.u, "cosine.sigma": np.array(p.head.sigma)})
         out.update({f"adapter.{i}": a for i, a in enumerate(p.adapter)})
         out.update({f"velocity.{k}": v for k, v in p.velocity.items()})
         return out
@@ -157,4 +189,6 @@ class FloatLearner(Learner):
         self.step = int(state["step"])
         p.W, p.b = np.asarray(state["W"], np.float32), np.asarray(state["b"], np.float32)
         p.adapter = [np.asarray(state[f"adapter.{i}"], np.float32) for i in range(len(p.adapter))]
+        if p.head is not None:
+            p.head.u, p.head.sigma = np.asarray(state["cosine.u"], np.float32), np.float32(state["cosine.sigma"])
         p.velocity = {k[len("velocity."):]: np.asarray(v, np.float32) for k, v in state.items() if k.startswith("velocity.")}

@@ -28,6 +28,16 @@ class FloatState:
     W: np.ndarray  # [features, classes]
     b: np.ndarray
     velocity: dict = field(default_factory=dict)  # name -> momentum buffer
+    head: object = None  # a cosine classifier's sigma and unit columns (CosineHeadFloat); W is their product
+
+    def step_classifier(self, gW, gb, lr: float, momentum: float) -> None:
+        """SGD on the classifier from dL/dW and dL/db (a cosine head: its own step, no bias)."""
+        if self.head is not None:
+            self.head.step(self.velocity, gW, lr, momentum)
+            self.W = self.head.W
+        else:
+            self.W = sgd(self, "W", self.W, gW, lr, momentum)
+            self.b = sgd(self, "b", self.b, gb, lr, momentum)
 
 
 def perturbation(seed: int, step: int, q: int, n: int) -> np.ndarray:
@@ -88,8 +98,7 @@ def classifier_step(state: FloatState, h, y, allowed, lr: float, momentum: float
     e[np.arange(len(y)), y] -= 1.0
     e /= len(y)
     loss = cross_entropy(logits, y)
-    state.W = sgd(state, "W", state.W, (h.T @ e).astype(np.float32), lr, momentum)
-    state.b = sgd(state, "b", state.b, e.sum(axis=0).astype(np.float32), lr, momentum)
+    state.step_classifier((h.T @ e).astype(np.float32), e.sum(axis=0).astype(np.float32), lr, momentum)
     return loss
 
 
@@ -104,9 +113,10 @@ def zo_gradient(losses_of, theta: np.ndarray, z: np.ndarray, eps: float) -> np.n
 
 def float_step(state: FloatState, suffix, boundary, y, allowed, *, method: str, train_classifier: bool,
                q: int, eps: float, lr: float, fc_lr: float, momentum: float, clip: float,
-               z: np.ndarray) -> int:
-    """One step of zo-fc / zo / head on a batch; ``z`` [q, n] are the step's directions. Returns the
-    number of suffix passes it ran."""
+               z: np.ndarray, train_bias: bool = True) -> int:
+    """One step of zo-fc / zo / head on a batch; ``z`` [q, n] are the step's directions (the learning rates
+    already scaled by the epoch's schedule). ``train_bias``: whether zo's vector holds the classifier's
+    bias (not for a cosine head). Returns the number of suffix passes it ran."""
     passes = 0
     if train_classifier and method in ("zo-fc", "head"):
         h = suffix.features(boundary, state.adapter)
@@ -114,20 +124,25 @@ def float_step(state: FloatState, suffix, boundary, y, allowed, *, method: str, 
         passes += 1
     if method in ("zo-fc", "zo"):
         with_classifier = method == "zo"
-        like = state.adapter + ([state.W, state.b] if with_classifier else [])
+        head = [state.W, state.b] if train_bias else [state.W]
+        like = state.adapter + (head if with_classifier else [])
         theta = flatten(like)
 
         def losses_of(rows):
             params = [unflatten(r, like) for r in rows]
             h = suffix.features_many(boundary, [p[: len(state.adapter)] for p in params])
-            return [cross_entropy(masked_logits(hv, *(p[-2:] if with_classifier else (state.W, state.b)), allowed), y)
-                    for hv, p in zip(h, params)]
+            def classifier(p):
+                if not with_classifier:
+                    return state.W, state.b
+                return (p[-2], p[-1]) if train_bias else (p[-1], state.b)
+
+            return [cross_entropy(masked_logits(hv, *classifier(p), allowed), y) for hv, p in zip(h, params)]
 
         g = clip_grad(zo_gradient(losses_of, theta, z[:, : theta.size], eps), clip)
         theta = sgd(state, "zo", theta, g, lr, momentum)
         new = unflatten(theta, like)
         state.adapter = new[: len(state.adapter)]
         if with_classifier:
-            state.W, state.b = new[-2:]
+            state.W, state.b = (new[-2], new[-1]) if train_bias else (new[-1], state.b)
         passes += 2 * q
     return passes

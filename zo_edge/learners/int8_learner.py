@@ -28,6 +28,7 @@ from zo_edge.errors import ZoEdgeError
 from zo_edge.learners import fixed
 from zo_edge.learners.base import Learner
 from zo_edge.learners.config import OptionError
+from zo_edge.learners.cosine import CosineHead
 from zo_edge.learners.int8_state import SR_QUERY_CLASSIFIER, SR_QUERY_ZO, ParamVector
 from zo_edge.prefix_cache import PrefixCache
 from zo_edge.qgraph import QGraph
@@ -53,7 +54,10 @@ class Int8Learner(Learner):
         self.h_scale, self.h_zero_point = self.graph.tensors[self.features_index].scalar_quant()
         vectors = dict(plan.vectors(cfg.method))
         self.zo = ParamVector(self.graph, roles, vectors["zo"], cfg.master) if "zo" in vectors else None
-        self.fc = ParamVector(self.graph, roles, vectors["fc"], cfg.master) if "fc" in vectors else None
+        self.fc = None
+        if "fc" in vectors:  # a cosine head keeps sigma and unit rows (zo_edge.learners.cosine)
+            self.fc = CosineHead(self.graph, plan.classifier.weights) if plan.classifier.kind == "cosine" \
+                else ParamVector(self.graph, roles, vectors["fc"], cfg.master)
         for vec in (self.zo, self.fc):
             if vec is not None and vec.n > fixed.MAX_VECTOR:
                 raise ZoEdgeError(f"{vec.n} trainable values in one vector; int8 mode's integer norm handles at most "
@@ -146,10 +150,11 @@ class Int8Learner(Learner):
         if trains_fc:
             out, cap = self.split.run_suffix(batch, capture=[self.features_index], constants=self.constants())
             counters["saturation_events"] += self.classifier_update(out[0].reshape(len(y), -1),
-                                                                    cap[self.features_index].reshape(len(y), -1), y, allowed)
+                                                                    cap[self.features_index].reshape(len(y), -1), y, allowed,
+                                                                    cfg.lr_scale_q16("classifier", epoch))
             passes += 1
         if self.zo is not None:
-            counters["saturation_events"] += self.zo_update(losses, len(y))
+            counters["saturation_events"] += self.zo_update(losses, len(y), cfg.lr_scale_q16("adapters", epoch))
         self.count(counters, len(y), passes)
 
     def perturbation(self, step: int) -> np.ndarray:
@@ -170,25 +175,30 @@ class Int8Learner(Learner):
             losses.append(fixed.cross_entropy_q16(logits, y[None, :], allowed, self.tables).sum(axis=1))
         return np.concatenate(losses), saturated
 
-    def zo_update(self, losses, batch_size: int) -> int:
-        """The zeroth-order update from the 2q probe losses of this step."""
+    def zo_update(self, losses, batch_size: int, lr_scale_q16: int = fixed.ONE_Q16) -> int:
+        """The zeroth-order update from the 2q probe losses of this step (``lr_scale_q16``: the schedule's factor)."""
         cfg = self.config
         diff = losses[0::2] - losses[1::2]  # L⁺ − L⁻ per query, Q16 summed over the batch
         z = self.perturbation(self.step)  # regenerated, as the device does, not kept from the probes
         g_sum, e1 = fixed.saturate(diff @ z.astype(np.int64), fixed.INT32_MIN, fixed.INT32_MAX)
         g = self.zo_gradient_multiplier(batch_size).apply(g_sum)
-        return e1 + self.zo.update(g, cfg.lr, cfg.momentum, cfg.clip, cfg.seed, self.step, SR_QUERY_ZO)
+        return e1 + self.zo.update(g, cfg.lr, cfg.momentum, cfg.clip, cfg.seed, self.step, SR_QUERY_ZO, lr_scale_q16)
 
-    def classifier_update(self, logits, h, y, allowed) -> int:
-        """First-order step on the classifier: e = softmax − onehot (Q16), ΔW ∝ eᵀ (h − zp)."""
+    def classifier_update(self, logits, h, y, allowed, lr_scale_q16: int = fixed.ONE_Q16) -> int:
+        """First-order step on the classifier: e = softmax − onehot (Q16), ΔW ∝ eᵀ (h − zp) (a cosine head
+        turns ΔW into its sigma and unit rows' step, ``zo_edge.learners.cosine``)."""
         cfg = self.config
         e = fixed.softmax_q16(logits, allowed, self.tables)
         e[np.arange(len(y)), y] -= 1 << fixed.LOSS_BITS
         gw, e1 = fixed.saturate(e.T @ (h.astype(np.int64) - self.h_zero_point), fixed.INT32_MIN, fixed.INT32_MAX)
-        gb, e2 = fixed.saturate(e.sum(axis=0), fixed.INT32_MIN, fixed.INT32_MAX)
         mult_w, mult_b = self.classifier_gradient_multipliers(len(y))
-        g = np.concatenate([mult_w.apply(gw.ravel()), mult_b.apply(gb)])
-        return e1 + e2 + self.fc.update(g, cfg.fc_lr, cfg.momentum, 0.0, cfg.seed, self.step, SR_QUERY_CLASSIFIER)
+        if isinstance(self.fc, CosineHead):  # no bias
+            g, e2 = mult_w.apply(gw.ravel()), 0
+        else:
+            gb, e2 = fixed.saturate(e.sum(axis=0), fixed.INT32_MIN, fixed.INT32_MAX)
+            g = np.concatenate([mult_w.apply(gw.ravel()), mult_b.apply(gb)])
+        return e1 + e2 + self.fc.update(g, cfg.fc_lr, cfg.momentum, 0.0, cfg.seed, self.step, SR_QUERY_CLASSIFIER,
+                                        lr_scale_q16)
 
     def zo_gradient_multiplier(self, batch_size: int) -> fixed.Multiplier:
         """Per element: Q20 gradient = Σ_j ΔL_j z_j / (2 ε_i q B), ΔL in Q16 and ε_i = k_i · scale_i.
@@ -216,6 +226,38 @@ class Int8Learner(Learner):
                                           f"({exc}); change it") from None
         return cache[key]
 
+    def role_values(self) -> dict[str, np.ndarray]:
+        """Every trainable role's float value, flat in graph layout: the masters dequantised, the graph's
+        constants for a part this method does not train."""
+        values = {role: _float_values(self.graph.tensors[index]) for role, index in self.plan.trainables()}
+        for vec in (self.zo, self.fc):
+            if isinstance(vec, CosineHead):
+                values["classifier.weights"] = vec.values()
+            elif vec is not None:
+                flat = vec.values()
+                values.update({s.role: flat[s.start : s.start + s.size] for s in vec.segments})
+        return values
+
+    def part_values(self) -> dict[str, np.ndarray]:
+        """The adapters' and the classifier's float values, flat: what drift and update norms measure."""
+        values, parts = self.role_values(), {"adapters": [], "classifier": []}
+        for role, _ in self.plan.trainables():
+            parts["classifier" if role.startswith("classifier") else "adapters"].append(values[role])
+        return {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
+
+    def keras_parameters(self) -> tuple[list, np.ndarray, np.ndarray]:
+        """(adapter arrays, W [features, classes], b) in Keras layout, float32: the dequantised state, for a
+        float flatness probe (``sim.flatness``)."""
+        from zo_edge.learners.float_learner import keras_layout
+
+        values = self.role_values()
+        shaped = {role: values[role].reshape(self.graph.tensors[i].shape) for role, i in self.plan.trainables()}
+        adapter = [keras_layout(role, shaped[role]).astype(np.float32) for role, _ in self.plan.trainables()
+                   if role.startswith("adapter")]
+        bias = self.plan.classifier.bias
+        b = shaped.get("classifier.bias", _float_values(self.graph.tensors[bias]))
+        return adapter, shaped["classifier.weights"].T.astype(np.float32), np.asarray(b, np.float32)
+
     # -- state -----------------------------------------------------------------------------------
     def state(self) -> dict:
         out = {"step": np.array(self.step)}
@@ -229,3 +271,9 @@ class Int8Learner(Learner):
         for name, vec in (("zo", self.zo), ("fc", self.fc)):
             if vec is not None:
                 vec.load(name, state)
+
+
+def _float_values(tensor) -> np.ndarray:
+    """A constant tensor's float values, flat (per-channel scales along axis 0)."""
+    per_channel = np.broadcast_to(tensor.scale.astype(np.float64), (tensor.shape[0],))
+    return (tensor.data.astype(np.float64).reshape(tensor.shape[0], -1) * per_channel[:, None]).ravel()

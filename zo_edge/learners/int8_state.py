@@ -12,7 +12,8 @@ Storage per element (``master`` is the configured precision of int8 weights):
 * int32 biases: the bias itself (already fine-grained: its scale is input scale × weight scale).
 
 Update (module docstring of ``fixed`` for the units): Q20 gradient g → (clip) → momentum v →
-``Δ = SR16(U_i · v_i)`` with U_i = lr · units_i · 2^16 / (scale_i · 2^20) → ``m ← sat(m − Δ)``.
+``Δ = SR16(f · sat32(U_i · v_i))`` with U_i = lr · units_i · 2^16 / (scale_i · 2^20) and f the learning-rate
+schedule's Q16 factor of the epoch (``fixed.scale_q16``; 1.0 changes nothing) → ``m ← sat(m − Δ)``.
 """
 
 from __future__ import annotations
@@ -95,8 +96,9 @@ class ParamVector:
         return fixed.saturate(rows, self.view_low, self.view_high) if rows.size else (rows, 0)
 
     # -- the update --------------------------------------------------------------------------
-    def update(self, g: np.ndarray, lr: float, momentum: float, clip: float, seed: int, step: int, query: int) -> int:
-        """Apply a Q20 gradient; returns the number of saturation events."""
+    def update(self, g: np.ndarray, lr: float, momentum: float, clip: float, seed: int, step: int, query: int,
+               lr_scale_q16: int = fixed.ONE_Q16) -> int:
+        """Apply a Q20 gradient (``lr_scale_q16``: the schedule's factor); returns the number of saturation events."""
         g, events = fixed.saturate(g, -fixed.GRAD_LIMIT, fixed.GRAD_LIMIT)
         g, _ = fixed.clip_norm(g, clip)
         if momentum:
@@ -108,6 +110,7 @@ class ParamVector:
         mult = self.update_multiplier(lr)
         delta16, e = fixed.saturate(mult.apply(g), fixed.INT32_MIN, fixed.INT32_MAX)
         events += e
+        delta16 = fixed.scale_q16(delta16, lr_scale_q16)
         delta = prng.stochastic_round_shift(delta16, fixed.SR_BITS, seed, step, query, prng.STREAM_ROUNDING)
         self.master, e = fixed.saturate(self.master - delta, self.low, self.high)
         return events + e
@@ -132,6 +135,10 @@ class ParamVector:
         self.master = master.copy()
         v = state.get(f"{prefix}.velocity")
         self.velocity = None if v is None else np.asarray(v, dtype=np.int64).copy()
+
+    def values(self) -> np.ndarray:
+        """The float values the masters stand for (graph layout, flat): what drift and update norms measure."""
+        return self.master / self.units * self.scale
 
     def stored_bytes(self, momentum: bool) -> dict[str, int]:
         """Bytes the device keeps for this vector: graph values, master copies, momentum."""
