@@ -117,18 +117,27 @@ def depthwise_path(f: dict) -> str:
 
 def _conv_scratch(f: dict, path: str, isa: str) -> int:
     size = f["kernel_h"] * f["kernel_w"] * f["in_c"]
-    if isa == "dsp":  # two int16 im2col columns of `size`, each rounded up to 4 elements
-        return 4 * _round_up(size, 4)
-    if isa == "mve" and path == "general":  # four int8 columns, each rounded up to 16
-        return 4 * _round_up(size, 16)
+    if isa == "dsp":  # four int16 im2col columns of `size`, each rounded up to 4 elements
+        return 8 * _round_up(size, 4)
+    if isa == "mve":  # the effective biases (int32 per output channel), four int8 columns rounded up to 16
+        return 4 * _round_up(f["out_c"], 4) + 4 * _round_up(size, 16)
     return 0
 
 
 def _depthwise_scratch(f: dict, path: str, isa: str) -> int:
-    if isa == "dsp" and path == "3x3":  # one channel plane of int16, its width even
-        plane_h = (f["out_h"] - 1) * f["stride_h"] + 3
-        plane_w = _round_up((f["out_w"] - 1) * f["stride_w"] + 3, 2)
-        return 2 * plane_h * plane_w
+    if isa == "dsp":  # one channel plane of int16 (width even, two spare elements), the filter's tap pairs
+        plane_h = (f["out_h"] - 1) * f["stride_h"] + (f["kernel_h"] - 1) * f["dilation_h"] + 1
+        plane_w = _round_up((f["out_w"] - 1) * f["stride_w"] + (f["kernel_w"] - 1) * f["dilation_w"] + 1, 2)
+        return 2 * _round_up(plane_h * plane_w + 2, 2) + 4 * f["kernel_h"] * ((f["kernel_w"] + 1) // 2)
+    if isa == "mve" and f["depth_multiplier"] == 1:
+        # any geometry: one channel's phase planes (int8), four-position blocks, 8 spare bytes
+        plane_h = (f["out_h"] - 1) * f["stride_h"] + (f["kernel_h"] - 1) * f["dilation_h"] + 1
+        width = _round_up(f["out_w"], 4) + (f["kernel_w"] - 1) * f["dilation_w"] // f["stride_w"]
+        general = f["stride_w"] * plane_h * width + 8
+        # 3x3, stride 1, no dilation: the padded plane (out_w + 2 columns, out_h + 2 rows, 8 spare bytes)
+        # and the outputs in plane order (out_h rows of out_w + 2, 4 spare)
+        linear = (f["out_h"] + 2) * (f["out_w"] + 2) + 8 + f["out_h"] * (f["out_w"] + 2) + 4
+        return max(general, linear)
     return 0
 
 

@@ -40,15 +40,18 @@ void zoedge_conv_2d_1x1(const zoedge_conv_params *p, const int8_t *input, const 
 
 #elif ZOEDGE_ISA == ZOEDGE_ISA_DSP
 
-/* The scratch holds the two columns interleaved, so that one pointer walks both: per whole group of
- * four window elements, the 16 bytes [a0 a2 a1 a3 b0 b2 b1 b3] (int16, offset added); after the groups,
- * the tail (size % 4 elements) of column a, then that of column b. */
-ZOEDGE_INLINE int32_t pair_index(int32_t k, int32_t column, int32_t groups_end, int32_t tail)
+/* The scratch holds four im2col columns (a, b, c, d: four output positions) interleaved, so that one
+ * pointer walks all four: per whole group of four window elements, the 32 bytes [a0 a2 a1 a3 b0 b2 b1 b3
+ * c0 c2 c1 c3 d0 d2 d1 d3] (int16, input offset added); after the groups, the tail (size % 4 elements)
+ * of a, then those of b, c and d. */
+#define COLUMNS 4
+
+ZOEDGE_INLINE int32_t element_index(int32_t k, int32_t column, int32_t groups_end, int32_t tail)
 {
     if (k < groups_end) {
-        return 2 * (k & ~3) + 4 * column + ((k & 1) << 1) + ((k >> 1) & 1);
+        return 4 * (k & ~3) + 4 * column + ((k & 1) << 1) + ((k >> 1) & 1);
     }
-    return 2 * groups_end + column * tail + (k - groups_end);
+    return 4 * groups_end + column * tail + (k - groups_end);
 }
 
 ZOEDGE_INLINE int32_t offset_pair(int32_t offset)
@@ -56,140 +59,156 @@ ZOEDGE_INLINE int32_t offset_pair(int32_t offset)
     return (int32_t)(((uint32_t)offset & 0xFFFFu) | ((uint32_t)offset << 16));
 }
 
-/* Column `column` of the pair at `cols`: the window of output position (oy, ox), k = (ky, kx, ic). */
+/* Window elements k .. k + n - 1 of column `column`: n input values from src with the offset added, or
+ * zeros where src is NULL (padding contributes nothing, as TFLM skips it). Whole groups take a word per
+ * four values (SXTAB16 adds the offset to two values at once). */
+static void fill_run(int16_t *cols, int32_t column, int32_t k, const int8_t *src, int32_t n, int32_t groups_end,
+                     int32_t tail, int32_t offset)
+{
+    int32_t i = 0;
+    if ((k & 3) == 0) {
+        const int32_t offset2 = offset_pair(offset);
+        for (; i + 4 <= n && k + i < groups_end; i += 4) {
+            int16_t *dst = cols + 4 * (k + i) + 4 * column;
+            const int32_t x = src != NULL ? zoedge_read_s8x4(src + i) : 0;
+            zoedge_write_word(dst, src != NULL ? __sxtab16(offset2, x) : 0);
+            zoedge_write_word(dst + 2, src != NULL ? zoedge_sxtab16_ror8(offset2, x) : 0);
+        }
+    }
+    for (; i < n; ++i) {
+        cols[element_index(k + i, column, groups_end, tail)] = (int16_t)(src != NULL ? src[i] + offset : 0);
+    }
+}
+
+/* Column `column`: the window of output position (oy, ox), k = (ky, kx, ic). A kernel row that lies
+ * inside the input (no dilation across it) is one run of kernel_w * in_c values. */
 static void fill_column(int16_t *cols, int32_t column, const zoedge_conv_params *p, const int8_t *input,
                         int32_t oy, int32_t ox)
 {
-    const int32_t in_c = p->in_c;
-    const int32_t size = p->kernel_h * p->kernel_w * in_c;
-    const int32_t groups_end = size & ~3, tail = size - groups_end;
-    const int32_t offset2 = offset_pair(p->input_offset);
+    const int32_t in_c = p->in_c, row = p->kernel_w * in_c;
+    const int32_t size = p->kernel_h * row, groups_end = size & ~3, tail = size - groups_end;
     const int32_t y0 = oy * p->stride_h - p->pad_top;
     const int32_t x0 = ox * p->stride_w - p->pad_left;
-    int32_t k = 0;
-    for (int32_t ky = 0; ky < p->kernel_h; ++ky) {
+    const int row_inside = x0 >= 0 && x0 + (p->kernel_w - 1) * p->dilation_w < p->in_w &&
+                           (p->dilation_w == 1 || p->kernel_w == 1);
+    for (int32_t ky = 0, k = 0; ky < p->kernel_h; ++ky, k += row) {
         const int32_t iy = y0 + ky * p->dilation_h;
-        for (int32_t kx = 0; kx < p->kernel_w; ++kx, k += in_c) {
-            const int32_t ix = x0 + kx * p->dilation_w;
-            const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
-            const int8_t *pixel = input + (iy * p->in_w + ix) * in_c;
-            if ((in_c & 3) == 0 && inside) { /* whole groups: four values per word read */
-                int16_t *dst = cols + 2 * k + 4 * column;
-                for (int32_t c = 0; c < in_c; c += 4, dst += 8) {
-                    const int32_t x = zoedge_read_s8x4(pixel + c);
-                    zoedge_write_word(dst, __sxtab16(offset2, x));
-                    zoedge_write_word(dst + 2, zoedge_sxtab16_ror8(offset2, x));
-                }
-            } else {
-                for (int32_t c = 0; c < in_c; ++c) {
-                    cols[pair_index(k + c, column, groups_end, tail)] = (int16_t)(inside ? pixel[c] + p->input_offset : 0);
-                }
+        if (iy < 0 || iy >= p->in_h) {
+            fill_run(cols, column, k, NULL, row, groups_end, tail, 0);
+        } else if (row_inside) {
+            fill_run(cols, column, k, input + (iy * p->in_w + x0) * in_c, row, groups_end, tail, p->input_offset);
+        } else {
+            for (int32_t kx = 0; kx < p->kernel_w; ++kx) {
+                const int32_t ix = x0 + kx * p->dilation_w;
+                const int8_t *pixel = ix >= 0 && ix < p->in_w ? input + (iy * p->in_w + ix) * in_c : NULL;
+                fill_run(cols, column, k + kx * in_c, pixel, in_c, groups_end, tail, p->input_offset);
             }
         }
     }
 }
 
-/* The 1x1 path's column: one pixel, offset added. */
-static void fill_pixel_column(int16_t *cols, int32_t column, const zoedge_conv_params *p, const int8_t *pixel)
+/* *a_j += column j . filter row w over `groups` whole groups of four: 15 instructions per group (16
+ * multiply-accumulates). LDM reads two columns' group at once into r8-r11. */
+ZOEDGE_INLINE void dot_4x1_groups(const int16_t *cols, const int8_t *w, int32_t groups, int32_t *a0, int32_t *a1,
+                                  int32_t *a2, int32_t *a3)
 {
-    const int32_t in_c = p->in_c;
-    const int32_t groups_end = in_c & ~3, tail = in_c - groups_end;
-    const int32_t offset2 = offset_pair(p->input_offset);
-    int16_t *dst = cols + 4 * column;
-    for (int32_t c = 0; c < groups_end; c += 4, dst += 8) {
-        const int32_t x = zoedge_read_s8x4(pixel + c);
-        zoedge_write_word(dst, __sxtab16(offset2, x));
-        zoedge_write_word(dst + 2, zoedge_sxtab16_ror8(offset2, x));
-    }
-    for (int32_t c = groups_end; c < in_c; ++c) {
-        cols[2 * groups_end + column * tail + (c - groups_end)] = (int16_t)(pixel[c] + p->input_offset);
-    }
-}
-
-/* acc {a0, a1, b0, b1} += columns a, b times filter rows w0, w1 (a0 = a . w0, a1 = a . w1, ...), over
- * `groups` whole groups of four; 18 instructions per group (16 multiply-accumulates). */
-ZOEDGE_INLINE void dot_2x2_groups(const int16_t *cols, const int8_t *w0, const int8_t *w1, int32_t groups,
-                                  int32_t acc[4])
-{
-    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
+    int32_t s0 = *a0, s1 = *a1, s2 = *a2, s3 = *a3;
     if (groups > 0) {
-        int32_t c0, c1, c2, c3, t0, t1;
+        int32_t t0, t1;
         __asm volatile(
             "1:\n\t"
-            "ldrd %[c0], %[c1], [%[cols]], #8\n\t"
-            "ldrd %[c2], %[c3], [%[cols]], #8\n\t"
-            "ldr %[t0], [%[w0]], #4\n\t"
+            "ldr %[t0], [%[w]], #4\n\t"
+            "ldm %[cols]!, {r8, r9, r10, r11}\n\t"
             "sxtb16 %[t1], %[t0]\n\t"
             "sxtb16 %[t0], %[t0], ror #8\n\t"
-            "smlad %[a0], %[t1], %[c0], %[a0]\n\t"
-            "smlad %[a0], %[t0], %[c1], %[a0]\n\t"
-            "smlad %[b0], %[t1], %[c2], %[b0]\n\t"
-            "smlad %[b0], %[t0], %[c3], %[b0]\n\t"
-            "ldr %[t0], [%[w1]], #4\n\t"
-            "sxtb16 %[t1], %[t0]\n\t"
-            "sxtb16 %[t0], %[t0], ror #8\n\t"
-            "smlad %[a1], %[t1], %[c0], %[a1]\n\t"
-            "smlad %[a1], %[t0], %[c1], %[a1]\n\t"
-            "smlad %[b1], %[t1], %[c2], %[b1]\n\t"
-            "smlad %[b1], %[t0], %[c3], %[b1]\n\t"
+            "smlad %[s0], %[t1], r8, %[s0]\n\t"
+            "smlad %[s0], %[t0], r9, %[s0]\n\t"
+            "smlad %[s1], %[t1], r10, %[s1]\n\t"
+            "smlad %[s1], %[t0], r11, %[s1]\n\t"
+            "ldm %[cols]!, {r8, r9, r10, r11}\n\t"
+            "smlad %[s2], %[t1], r8, %[s2]\n\t"
+            "smlad %[s2], %[t0], r9, %[s2]\n\t"
+            "smlad %[s3], %[t1], r10, %[s3]\n\t"
+            "smlad %[s3], %[t0], r11, %[s3]\n\t"
             "subs %[n], %[n], #1\n\t"
             "bne 1b"
-            : [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1), [cols] "+r"(cols), [w0] "+r"(w0),
-              [w1] "+r"(w1), [n] "+r"(groups), [c0] "=&r"(c0), [c1] "=&r"(c1), [c2] "=&r"(c2), [c3] "=&r"(c3),
-              [t0] "=&r"(t0), [t1] "=&r"(t1)
+            : [s0] "+r"(s0), [s1] "+r"(s1), [s2] "+r"(s2), [s3] "+r"(s3), [cols] "+r"(cols), [w] "+r"(w),
+              [n] "+r"(groups), [t0] "=&r"(t0), [t1] "=&r"(t1)
             :
-            : "cc", "memory");
+            : "r8", "r9", "r10", "r11", "cc", "memory");
     }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = b0;
-    acc[3] = b1;
+    *a0 = s0;
+    *a1 = s1;
+    *a2 = s2;
+    *a3 = s3;
 }
 
-ZOEDGE_INLINE int8_t requantize_fast(int32_t acc, int32_t m2, int32_t r_minus_1, int32_t offset2, int32_t act_min,
-                                     int32_t act_max)
+/* One output of channel oc: TFLM's requantisation (the short form when `fast`: every shift negative),
+ * clamped to the activation (after the SSAT only when `narrow`). */
+ZOEDGE_INLINE int8_t output_value(const zoedge_conv_params *p, int32_t acc, int fast, int narrow,
+                                  zoedge_channel_quant q, int32_t offset2, int32_t oc)
 {
-    return (int8_t)zoedge_clamp(zoedge_requantize_negative_shift(acc, m2, r_minus_1, offset2), act_min, act_max);
+    if (!fast) {
+        return zoedge_requantize_ref(acc, p->multiplier[oc], p->shift[oc], p->output_offset, p->act_min, p->act_max);
+    }
+    const int32_t v = zoedge_requantize_to_int8(acc, q.m2, q.r_minus_1, offset2);
+    return (int8_t)(narrow ? zoedge_clamp(v, p->act_min, p->act_max) : v);
 }
 
-/* Every output channel of two positions from their columns, written at out_a and out_b (the positions'
- * first output channel). One position: column b is a copy of a and out_b == out_a, so the same bytes
- * are written twice; an odd last channel likewise runs as a pair with itself. */
-static void columns_to_outputs(const zoedge_conv_params *p, const int16_t *cols, const int8_t *filter,
-                               const int32_t *bias, int32_t size, int fast, int8_t *out_a, int8_t *out_b)
+/* Every output channel of four positions from their columns, written at out[j] (position j's first
+ * output channel). A position given twice (past the last one) computes and writes the same bytes twice.
+ * `fast`, `narrow`: see output_value (constants where this is inlined). */
+ZOEDGE_INLINE void columns_to_outputs(const zoedge_conv_params *p, const int16_t *cols, const int8_t *filter,
+                                      const int32_t *bias, int32_t size, int fast, int narrow,
+                                      int8_t *const out[COLUMNS])
 {
     const int32_t offset2 = 2 * p->output_offset + 1;
     const int32_t groups = size >> 2, groups_end = size & ~3, tail = size - groups_end;
-    const int16_t *tail_a = cols + 2 * groups_end, *tail_b = tail_a + tail;
-    const int32_t act_min = p->act_min, act_max = p->act_max, out_c = p->out_c;
-    for (int32_t oc = 0; oc < out_c; oc += 2) {
-        const int32_t oc1 = oc + 1 < out_c ? oc + 1 : oc;
-        const int8_t *w0 = filter + oc * size, *w1 = filter + oc1 * size;
-        int32_t acc[4];
-        acc[0] = acc[2] = bias != NULL ? bias[oc] : 0;
-        acc[1] = acc[3] = bias != NULL ? bias[oc1] : 0;
-        dot_2x2_groups(cols, w0, w1, groups, acc);
+    const int16_t *tail_a = cols + 4 * groups_end;
+    int8_t *out0 = out[0], *out1 = out[1], *out2 = out[2], *out3 = out[3];
+    const int32_t out_c = p->out_c;
+    for (int32_t oc = 0; oc < out_c; ++oc) {
+        const int8_t *w = filter + oc * size;
+        int32_t a0 = bias != NULL ? bias[oc] : 0;
+        int32_t a1 = a0, a2 = a0, a3 = a0;
+        dot_4x1_groups(cols, w, groups, &a0, &a1, &a2, &a3);
         for (int32_t k = 0; k < tail; ++k) {
-            acc[0] += w0[groups_end + k] * tail_a[k];
-            acc[1] += w1[groups_end + k] * tail_a[k];
-            acc[2] += w0[groups_end + k] * tail_b[k];
-            acc[3] += w1[groups_end + k] * tail_b[k];
+            const int32_t wk = w[groups_end + k];
+            a0 += wk * tail_a[k];
+            a1 += wk * tail_a[tail + k];
+            a2 += wk * tail_a[2 * tail + k];
+            a3 += wk * tail_a[3 * tail + k];
         }
-        if (fast) {
-            const int32_t m0 = (int32_t)((uint32_t)p->multiplier[oc] << 1), r0 = ~p->shift[oc];
-            const int32_t m1 = (int32_t)((uint32_t)p->multiplier[oc1] << 1), r1 = ~p->shift[oc1];
-            out_a[oc] = requantize_fast(acc[0], m0, r0, offset2, act_min, act_max);
-            out_b[oc] = requantize_fast(acc[2], m0, r0, offset2, act_min, act_max);
-            out_a[oc1] = requantize_fast(acc[1], m1, r1, offset2, act_min, act_max);
-            out_b[oc1] = requantize_fast(acc[3], m1, r1, offset2, act_min, act_max);
-        } else {
-            const int32_t m0 = p->multiplier[oc], s0 = p->shift[oc], m1 = p->multiplier[oc1], s1 = p->shift[oc1];
-            const int32_t zp = p->output_offset;
-            out_a[oc] = zoedge_requantize_ref(acc[0], m0, s0, zp, act_min, act_max);
-            out_b[oc] = zoedge_requantize_ref(acc[2], m0, s0, zp, act_min, act_max);
-            out_a[oc1] = zoedge_requantize_ref(acc[1], m1, s1, zp, act_min, act_max);
-            out_b[oc1] = zoedge_requantize_ref(acc[3], m1, s1, zp, act_min, act_max);
-        }
+        const zoedge_channel_quant q = zoedge_channel_quant_of(p->multiplier, p->shift, oc);
+        out0[oc] = output_value(p, a0, fast, narrow, q, offset2, oc);
+        out1[oc] = output_value(p, a1, fast, narrow, q, offset2, oc);
+        out2[oc] = output_value(p, a2, fast, narrow, q, offset2, oc);
+        out3[oc] = output_value(p, a3, fast, narrow, q, offset2, oc);
+    }
+}
+
+/* columns_to_outputs with its two flags as constants, so that each combination compiles to its own loop. */
+static void columns_to_outputs_any(const zoedge_conv_params *p, const int16_t *cols, const int8_t *filter,
+                                   const int32_t *bias, int32_t size, int8_t *const out[COLUMNS])
+{
+    const int fast = zoedge_all_shifts_negative(p->shift, p->out_c);
+    const int narrow = zoedge_act_narrower_than_int8(p->act_min, p->act_max);
+    if (fast && !narrow) {
+        columns_to_outputs(p, cols, filter, bias, size, 1, 0, out);
+    } else if (fast) {
+        columns_to_outputs(p, cols, filter, bias, size, 1, 1, out);
+    } else {
+        columns_to_outputs(p, cols, filter, bias, size, 0, 1, out);
+    }
+}
+
+/* The four positions pos .. pos + 3 (the last one repeated past `positions`) and their outputs. */
+ZOEDGE_INLINE void tile_positions(int32_t pos, int32_t positions, int32_t out_c, int8_t *output, int32_t index[COLUMNS],
+                                  int8_t *out[COLUMNS])
+{
+    for (int32_t j = 0; j < COLUMNS; ++j) {
+        index[j] = pos + j < positions ? pos + j : positions - 1;
+        out[j] = output + index[j] * out_c;
     }
 }
 
@@ -198,13 +217,15 @@ void zoedge_conv_2d(const zoedge_conv_params *p, const int8_t *input, const int8
 {
     const int32_t size = p->kernel_h * p->kernel_w * p->in_c;
     int16_t *cols = (int16_t *)scratch;
-    const int fast = zoedge_all_shifts_negative(p->shift, p->out_c);
     const int32_t positions = p->out_h * p->out_w;
-    for (int32_t pos = 0; pos < positions; pos += 2) {
-        const int32_t second = pos + 1 < positions ? pos + 1 : pos;
-        fill_column(cols, 0, p, input, pos / p->out_w, pos % p->out_w);
-        fill_column(cols, 1, p, input, second / p->out_w, second % p->out_w);
-        columns_to_outputs(p, cols, filter, bias, size, fast, output + pos * p->out_c, output + second * p->out_c);
+    for (int32_t pos = 0; pos < positions; pos += COLUMNS) {
+        int32_t index[COLUMNS];
+        int8_t *out[COLUMNS];
+        tile_positions(pos, positions, p->out_c, output, index, out);
+        for (int32_t j = 0; j < COLUMNS; ++j) {
+            fill_column(cols, j, p, input, index[j] / p->out_w, index[j] % p->out_w);
+        }
+        columns_to_outputs_any(p, cols, filter, bias, size, out);
     }
 }
 
@@ -213,99 +234,152 @@ void zoedge_conv_2d_1x1(const zoedge_conv_params *p, const int8_t *input, const 
 {
     const int32_t size = p->in_c;
     int16_t *cols = (int16_t *)scratch;
-    const int fast = zoedge_all_shifts_negative(p->shift, p->out_c);
+    const int32_t groups_end = size & ~3, tail = size - groups_end;
     const int32_t positions = p->out_h * p->out_w;
-    for (int32_t pos = 0; pos < positions; pos += 2) {
-        const int32_t second = pos + 1 < positions ? pos + 1 : pos;
-        fill_pixel_column(cols, 0, p, input + pos * size);
-        fill_pixel_column(cols, 1, p, input + second * size);
-        columns_to_outputs(p, cols, filter, bias, size, fast, output + pos * p->out_c, output + second * p->out_c);
+    for (int32_t pos = 0; pos < positions; pos += COLUMNS) {
+        int32_t index[COLUMNS];
+        int8_t *out[COLUMNS];
+        tile_positions(pos, positions, p->out_c, output, index, out);
+        for (int32_t j = 0; j < COLUMNS; ++j) {
+            fill_run(cols, j, 0, input + index[j] * size, size, groups_end, tail, p->input_offset);
+        }
+        columns_to_outputs_any(p, cols, filter, bias, size, out);
     }
 }
 
 #else /* ZOEDGE_ISA_MVE */
 
-/* Up to four columns of `size` int8 and every filter row: VMLADAVA sums 16 products of int8 lanes per
- * instruction into a scalar, VADDVA sums the filter row's lanes (its sum times the input offset is what
- * the offset adds to each accumulator). Lanes past the end are loaded as zero (tail predication), which
- * adds nothing. Outputs of column j go to out + j * stride; a column given twice computes (and stores)
- * the same bytes twice. */
-static void columns_to_outputs(const zoedge_conv_params *p, const int8_t *const cols[4], const int8_t *filter,
-                               const int32_t *bias, int32_t size, int8_t *out, const uint32x4_t offsets)
+/* The scratch: the layer's effective biases (int32 [out_c]: bias + input_offset * the filter row's sum,
+ * computed per call, never kept: trainable filters change between calls), then four im2col columns
+ * (four output positions) of int8 as stored, interleaved in 16-byte chunks: chunk k of column j at
+ * (4k + j) * 16. A padded tap holds the input zero point, which with the offset in the bias contributes 0. */
+#define COLUMNS 4
+
+static void effective_biases(const zoedge_conv_params *p, const int8_t *filter, const int32_t *bias, int32_t size,
+                             int32_t *out)
 {
-    const int32x4_t act_min = vdupq_n_s32(p->act_min), act_max = vdupq_n_s32(p->act_max);
-    const int8_t *c0 = cols[0], *c1 = cols[1], *c2 = cols[2], *c3 = cols[3];
     for (int32_t oc = 0; oc < p->out_c; ++oc) {
         const int8_t *w = filter + oc * size;
-        /* VMLADAVA and VADDVA accumulate in even-numbered registers only */
-        register int32_t a0 __asm("r0") = 0;
-        register int32_t a1 __asm("r2") = 0;
-        register int32_t a2 __asm("r4") = 0;
-        register int32_t a3 __asm("r6") = 0;
-        register int32_t row_sum __asm("r8") = 0;
-        if (size > 0) {
-            /* 14 instructions per 16 elements of the four columns (64 multiply-accumulates); the loads
-             * are predicated on the elements left (VCTP), so the last pass reads nothing past the end */
-            const int8_t *pw = w, *p0 = c0, *p1 = c1, *p2 = c2, *p3 = c3;
-            int32_t left = size;
-            __asm volatile(
-                "1:\n\t"
-                "vctp.8 %[left]\n\t"
-                "vpstttt\n\t"
-                "vldrbt.8 q0, [%[pw]], #16\n\t"
-                "vldrbt.8 q1, [%[p0]], #16\n\t"
-                "vldrbt.8 q2, [%[p1]], #16\n\t"
-                "vldrbt.8 q3, [%[p2]], #16\n\t"
-                "vpst\n\t"
-                "vldrbt.8 q4, [%[p3]], #16\n\t"
-                "vaddva.s8 %[sum], q0\n\t"
-                "vmladava.s8 %[a0], q1, q0\n\t"
-                "vmladava.s8 %[a1], q2, q0\n\t"
-                "vmladava.s8 %[a2], q3, q0\n\t"
-                "vmladava.s8 %[a3], q4, q0\n\t"
-                "subs %[left], %[left], #16\n\t"
-                "bgt 1b"
-                : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [sum] "+r"(row_sum),
-                  [left] "+r"(left), [pw] "+r"(pw), [p0] "+r"(p0), [p1] "+r"(p1), [p2] "+r"(p2), [p3] "+r"(p3)
-                :
-                : "q0", "q1", "q2", "q3", "q4", "cc", "memory");
+        int32_t sum = 0;
+        for (int32_t k = 0; k < size; k += 16) {
+            const mve_pred16_t lanes = vctp8q((uint32_t)(size - k));
+            sum = vaddvaq_p_s8(sum, vldrbq_z_s8(w + k, lanes), lanes);
         }
-        int32x4_t acc = vdupq_n_s32(a0);
-        acc = vsetq_lane_s32(a1, acc, 1);
-        acc = vsetq_lane_s32(a2, acc, 2);
-        acc = vsetq_lane_s32(a3, acc, 3);
-        acc = vaddq_n_s32(acc, (bias != NULL ? bias[oc] : 0) + p->input_offset * row_sum);
-        vstrbq_scatter_offset_s32(out + oc, offsets, zoedge_requantize_mve(acc, p->multiplier[oc], p->shift[oc],
-                                                                           p->output_offset, act_min, act_max));
+        out[oc] = (bias != NULL ? bias[oc] : 0) + p->input_offset * sum;
     }
 }
 
-/* Column j of the four at `cols`: the window of output position (oy, ox) as stored, a padded tap holding
- * the input zero point (so that with the offset it contributes 0). */
-static void fill_column(int8_t *col, const zoedge_conv_params *p, const int8_t *input, int32_t oy, int32_t ox)
+/* Window elements k .. k + n - 1 of column j: n bytes from src, or the pad value where src is NULL. */
+static void fill_run(int8_t *cols, int32_t column, int32_t k, const int8_t *src, int32_t n, int8_t pad)
 {
-    const int32_t in_c = p->in_c;
+    while (n > 0) {
+        const int32_t in_chunk = 16 - (k & 15), m = n < in_chunk ? n : in_chunk;
+        int8_t *dst = cols + (4 * (k >> 4) + column) * 16 + (k & 15);
+        const mve_pred16_t lanes = vctp8q((uint32_t)m);
+        vstrbq_p_s8(dst, src != NULL ? vldrbq_z_s8(src, lanes) : vdupq_n_s8(pad), lanes);
+        if (src != NULL) {
+            src += m;
+        }
+        k += m;
+        n -= m;
+    }
+}
+
+/* Column j: the window of output position (oy, ox), k = (ky, kx, ic); a kernel row inside the input is
+ * one run. */
+static void fill_column(int8_t *cols, int32_t column, const zoedge_conv_params *p, const int8_t *input, int32_t oy,
+                        int32_t ox)
+{
+    const int32_t in_c = p->in_c, row = p->kernel_w * in_c;
     const int8_t pad = (int8_t)(-p->input_offset);
     const int32_t y0 = oy * p->stride_h - p->pad_top;
     const int32_t x0 = ox * p->stride_w - p->pad_left;
-    for (int32_t ky = 0; ky < p->kernel_h; ++ky) {
+    const int row_inside = x0 >= 0 && x0 + (p->kernel_w - 1) * p->dilation_w < p->in_w &&
+                           (p->dilation_w == 1 || p->kernel_w == 1);
+    for (int32_t ky = 0, k = 0; ky < p->kernel_h; ++ky, k += row) {
         const int32_t iy = y0 + ky * p->dilation_h;
-        for (int32_t kx = 0; kx < p->kernel_w; ++kx, col += in_c) {
-            const int32_t ix = x0 + kx * p->dilation_w;
-            if (iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w) {
-                memcpy(col, input + (iy * p->in_w + ix) * in_c, (size_t)in_c);
-            } else {
-                memset(col, pad, (size_t)in_c);
+        if (iy < 0 || iy >= p->in_h) {
+            fill_run(cols, column, k, NULL, row, pad);
+        } else if (row_inside) {
+            fill_run(cols, column, k, input + (iy * p->in_w + x0) * in_c, row, pad);
+        } else {
+            for (int32_t kx = 0; kx < p->kernel_w; ++kx) {
+                const int32_t ix = x0 + kx * p->dilation_w;
+                const int8_t *pixel = ix >= 0 && ix < p->in_w ? input + (iy * p->in_w + ix) * in_c : NULL;
+                fill_run(cols, column, k + kx * in_c, pixel, in_c, pad);
             }
         }
     }
 }
 
-/* The positions pos .. pos + 3 (the last one repeated past `positions`) as output offsets. */
-ZOEDGE_INLINE uint32x4_t position_offsets(int32_t pos, int32_t positions, int32_t out_c, int32_t index[4])
+/* The four lanes: effective bias + column j . filter row w. A tail-predicated low-overhead loop
+ * (DLSTP/LETP): per 16 window elements one filter load, four column loads and four VMLADAVA (64
+ * multiply-accumulates in 10 instructions); VMLADAVA accumulates in even registers only. */
+ZOEDGE_INLINE int32x4_t dot_4x1(const int8_t *cols, const int8_t *w, int32_t size, int32_t bias)
 {
-    uint32_t lanes[4];
-    for (int32_t j = 0; j < 4; ++j) {
+    register int32_t a0 __asm("r0") = bias;
+    register int32_t a1 __asm("r2") = bias;
+    register int32_t a2 __asm("r4") = bias;
+    register int32_t a3 __asm("r6") = bias;
+    int32x4_t out;
+    __asm volatile(
+        "dlstp.8 lr, %[n]\n"
+        "1:\n\t"
+        "vldrb.8 q0, [%[w]], #16\n\t"
+        "vldrb.8 q1, [%[c]], #16\n\t"
+        "vmladava.s8 %[a0], q1, q0\n\t"
+        "vldrb.8 q1, [%[c]], #16\n\t"
+        "vmladava.s8 %[a1], q1, q0\n\t"
+        "vldrb.8 q1, [%[c]], #16\n\t"
+        "vmladava.s8 %[a2], q1, q0\n\t"
+        "vldrb.8 q1, [%[c]], #16\n\t"
+        "vmladava.s8 %[a3], q1, q0\n\t"
+        "letp lr, 1b\n\t"
+        "vmov %q[out][2], %q[out][0], %[a0], %[a2]\n\t"
+        "vmov %q[out][3], %q[out][1], %[a1], %[a3]"
+        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w), [c] "+r"(cols), [out] "=w"(out)
+        : [n] "r"(size)
+        : "q0", "q1", "lr", "memory");
+    return out;
+}
+
+/* Every output channel of four positions from their columns; lane j goes to out + offsets[j]. `fast`:
+ * every shift negative (the short requantisation); a constant where this is inlined. */
+ZOEDGE_INLINE void columns_to_outputs(const zoedge_conv_params *p, const int8_t *cols, const int8_t *filter,
+                                      const int32_t *biases, int32_t size, int fast, int8_t *out,
+                                      const uint32x4_t offsets)
+{
+    const int32x4_t act_min = vdupq_n_s32(p->act_min), act_max = vdupq_n_s32(p->act_max);
+    for (int32_t oc = 0; oc < p->out_c; ++oc) {
+        const int32x4_t acc = dot_4x1(cols, filter + oc * size, size, biases[oc]);
+        int32x4_t v;
+        if (fast) {
+            v = vqrdmulhq_n_s32(acc, p->multiplier[oc]);
+            v = vrshlq_n_s32(vaddq_s32(v, vshrq_n_s32(v, 31)), p->shift[oc]);
+            v = vminq_s32(vmaxq_s32(vaddq_n_s32(v, p->output_offset), act_min), act_max);
+        } else {
+            v = zoedge_requantize_mve(acc, p->multiplier[oc], p->shift[oc], p->output_offset, act_min, act_max);
+        }
+        vstrbq_scatter_offset_s32(out + oc, offsets, v);
+    }
+}
+
+static void columns_to_outputs_any(const zoedge_conv_params *p, const int8_t *cols, const int8_t *filter,
+                                   const int32_t *biases, int32_t size, int fast, int8_t *out,
+                                   const uint32x4_t offsets)
+{
+    if (fast) {
+        columns_to_outputs(p, cols, filter, biases, size, 1, out, offsets);
+    } else {
+        columns_to_outputs(p, cols, filter, biases, size, 0, out, offsets);
+    }
+}
+
+/* The positions pos .. pos + 3 (the last one repeated past `positions`) as output offsets. */
+ZOEDGE_INLINE uint32x4_t position_offsets(int32_t pos, int32_t positions, int32_t out_c, int32_t index[COLUMNS])
+{
+    uint32_t lanes[COLUMNS];
+    for (int32_t j = 0; j < COLUMNS; ++j) {
         index[j] = pos + j < positions ? pos + j : positions - 1;
         lanes[j] = (uint32_t)((index[j] - pos) * out_c);
     }
@@ -316,37 +390,37 @@ void zoedge_conv_2d(const zoedge_conv_params *p, const int8_t *input, const int8
                     const int32_t *bias, int8_t *output, void *scratch)
 {
     const int32_t size = p->kernel_h * p->kernel_w * p->in_c;
-    const int32_t stride = (size + 15) & ~15;
-    int8_t *scratch_cols = (int8_t *)scratch;
+    int32_t *biases = (int32_t *)scratch;
+    int8_t *cols = (int8_t *)(biases + ((p->out_c + 3) & ~3));
+    const int fast = zoedge_all_shifts_negative(p->shift, p->out_c);
     const int32_t positions = p->out_h * p->out_w;
-    for (int32_t pos = 0; pos < positions; pos += 4) {
-        int32_t index[4];
+    effective_biases(p, filter, bias, size, biases);
+    for (int32_t pos = 0; pos < positions; pos += COLUMNS) {
+        int32_t index[COLUMNS];
         const uint32x4_t offsets = position_offsets(pos, positions, p->out_c, index);
-        const int8_t *cols[4];
-        for (int32_t j = 0; j < 4; ++j) {
-            cols[j] = scratch_cols + j * stride;
-            if (j == 0 || index[j] != index[j - 1]) {
-                fill_column(scratch_cols + j * stride, p, input, index[j] / p->out_w, index[j] % p->out_w);
-            } else {
-                cols[j] = cols[j - 1];
-            }
+        for (int32_t j = 0; j < COLUMNS; ++j) {
+            fill_column(cols, j, p, input, index[j] / p->out_w, index[j] % p->out_w);
         }
-        columns_to_outputs(p, cols, filter, bias, size, output + pos * p->out_c, offsets);
+        columns_to_outputs_any(p, cols, filter, biases, size, fast, output + pos * p->out_c, offsets);
     }
 }
 
 void zoedge_conv_2d_1x1(const zoedge_conv_params *p, const int8_t *input, const int8_t *filter,
                         const int32_t *bias, int8_t *output, void *scratch)
 {
-    (void)scratch;
     const int32_t size = p->in_c;
+    int32_t *biases = (int32_t *)scratch;
+    int8_t *cols = (int8_t *)(biases + ((p->out_c + 3) & ~3));
+    const int fast = zoedge_all_shifts_negative(p->shift, p->out_c);
     const int32_t positions = p->out_h * p->out_w;
-    for (int32_t pos = 0; pos < positions; pos += 4) {
-        int32_t index[4];
+    effective_biases(p, filter, bias, size, biases);
+    for (int32_t pos = 0; pos < positions; pos += COLUMNS) {
+        int32_t index[COLUMNS];
         const uint32x4_t offsets = position_offsets(pos, positions, p->out_c, index);
-        const int8_t *const cols[4] = {input + index[0] * size, input + index[1] * size, input + index[2] * size,
-                                       input + index[3] * size};
-        columns_to_outputs(p, cols, filter, bias, size, output + pos * p->out_c, offsets);
+        for (int32_t j = 0; j < COLUMNS; ++j) {
+            fill_run(cols, j, 0, input + index[j] * size, size, 0);
+        }
+        columns_to_outputs_any(p, cols, filter, biases, size, fast, output + pos * p->out_c, offsets);
     }
 }
 
