@@ -34,7 +34,7 @@ ADD_LEFT_SHIFT = 20  # int8 ADD (zo_edge.kernels.add.LEFT_SHIFT)
 # The library's C, copied verbatim into every export (firmware_export/c/).
 LIBRARY_HEADERS = ("zoedge_kernels.h", "zoedge_kernels_internal.h")
 LIBRARY_SOURCES = ("zoedge_kernels_ref.c", "zoedge_conv.c", "zoedge_depthwise_conv.c", "zoedge_fully_connected.c",
-                   "zoedge_add.c", "zoedge_pool.c")
+                   "zoedge_add.c", "zoedge_mul.c", "zoedge_pool.c")
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -62,14 +62,49 @@ def fully_connected_fields(op, graph, p) -> dict:
                 act_max=p.act_max, per_channel=int(len(p.multiplier) > 1))
 
 
+def broadcast_fields(op, graph) -> dict:
+    """The output shape of a binary elementwise op with broadcast dimensions merged, and each input's
+    element strides along it (0 where it broadcasts), right-aligned to four dimensions (TFLM's
+    NdArrayDescsForElementwiseBroadcast, 4D as BroadcastAdd4DSlow takes it)."""
+    out = [int(d) for d in graph.tensors[op.outputs[0]].shape]
+    shapes = []
+    for i in op.inputs[:2]:
+        shape = [int(d) for d in graph.tensors[i].shape]
+        shapes.append([1] * (len(out) - len(shape)) + shape)
+    dims = []  # (size, stride of input 1, stride of input 2), innermost last
+    strides = [1, 1]
+    for axis in reversed(range(len(out))):
+        if out[axis] == 1:
+            continue
+        step = []
+        for k, shape in enumerate(shapes):
+            step.append(strides[k] if shape[axis] == out[axis] else 0)
+            strides[k] *= shape[axis]
+        if dims and all((s == 0) == (d == 0) and (s == 0 or s == d * dims[0][0])
+                        for s, d in zip(step, dims[0][1:])):
+            dims[0] = (dims[0][0] * out[axis], dims[0][1], dims[0][2])  # the same pattern: one dimension
+        else:
+            dims.insert(0, (out[axis], step[0], step[1]))
+    if len(dims) > 4:
+        raise ZoEdgeError(f"{op.opcode} (op {op.index}) broadcasts over {len(dims)} dimensions "
+                          f"({[graph.tensors[i].shape for i in op.inputs[:2]]}); the firmware takes at most 4")
+    dims = [(1, 0, 0)] * (4 - len(dims)) + dims
+    return dict(size=int(np.prod(out)), shape=tuple(d[0] for d in dims), input1_strides=tuple(d[1] for d in dims),
+                input2_strides=tuple(d[2] for d in dims))
+
+
 def add_fields(op, graph, p) -> dict:
-    shapes = {graph.tensors[i].shape for i in op.inputs[:2] + op.outputs[:1]}
-    if len(shapes) != 1:
-        raise ZoEdgeError(f"ADD (op {op.index}) broadcasts {sorted(shapes)}; the firmware ADD takes equal shapes")
-    return dict(size=graph.tensors[op.outputs[0]].size_bytes, input1_offset=-p.input1_zero_point,
+    return dict(**broadcast_fields(op, graph), input1_offset=-p.input1_zero_point,
                 input2_offset=-p.input2_zero_point, output_offset=p.output_zero_point, left_shift=ADD_LEFT_SHIFT,
                 input1_multiplier=p.input1_multiplier, input1_shift=p.input1_shift,
                 input2_multiplier=p.input2_multiplier, input2_shift=p.input2_shift,
+                output_multiplier=p.output_multiplier, output_shift=p.output_shift, act_min=p.act_min,
+                act_max=p.act_max)
+
+
+def mul_fields(op, graph, p) -> dict:
+    return dict(**broadcast_fields(op, graph), input1_offset=-p.input1_zero_point,
+                input2_offset=-p.input2_zero_point, output_offset=p.output_zero_point,
                 output_multiplier=p.output_multiplier, output_shift=p.output_shift, act_min=p.act_min,
                 act_max=p.act_max)
 
@@ -141,6 +176,14 @@ def _depthwise_scratch(f: dict, path: str, isa: str) -> int:
     return 0
 
 
+ADD_TABLES_FROM = 512  # ZOEDGE_ADD_TABLES_FROM in zoedge_kernels.h
+
+
+def _add_scratch(f: dict, path: str, isa: str) -> int:
+    """DSP: both inputs' rescaled values for the 256 int8 values (int32), for outputs enough to pay for them."""
+    return 2 * 256 * 4 if isa == "dsp" and f["size"] >= ADD_TABLES_FROM else 0
+
+
 def _no_scratch(f: dict, path: str, isa: str) -> int:
     return 0
 
@@ -156,22 +199,22 @@ class OpKernel:
     path: Callable = lambda fields: "general"
     scratch: Callable = _no_scratch  # (fields, path, isa) -> bytes
     weighted: bool = False  # takes filter and bias (and per-channel multiplier/shift arrays)
+    takes_scratch: bool = False  # its C function takes the scratch pointer (for some instruction set)
+    inputs: int = 1  # activation (or constant) operands before the output: 2 for ADD and MUL
     weight_dependent_prepare: bool = False  # would prepare from the filter at export (trainable-weights rule)
-
-    @property
-    def takes_scratch(self) -> bool:
-        return self.weighted
 
 
 KERNELS = {
     "CONV_2D": OpKernel("CONV_2D", "conv", conv_fields, {"general": "zoedge_conv_2d", "1x1": "zoedge_conv_2d_1x1"},
-                        path=conv_path, scratch=_conv_scratch, weighted=True),
+                        path=conv_path, scratch=_conv_scratch, weighted=True, takes_scratch=True),
     "DEPTHWISE_CONV_2D": OpKernel("DEPTHWISE_CONV_2D", "conv", conv_fields,
                                   {"general": "zoedge_depthwise_conv_2d", "3x3": "zoedge_depthwise_conv_2d_3x3"},
-                                  path=depthwise_path, scratch=_depthwise_scratch, weighted=True),
+                                  path=depthwise_path, scratch=_depthwise_scratch, weighted=True, takes_scratch=True),
     "FULLY_CONNECTED": OpKernel("FULLY_CONNECTED", "fully_connected", fully_connected_fields,
-                                {"general": "zoedge_fully_connected"}, weighted=True),
-    "ADD": OpKernel("ADD", "add", add_fields, {"general": "zoedge_add"}),
+                                {"general": "zoedge_fully_connected"}, weighted=True, takes_scratch=True),
+    "ADD": OpKernel("ADD", "add", add_fields, {"general": "zoedge_add"}, scratch=_add_scratch, takes_scratch=True,
+                    inputs=2),
+    "MUL": OpKernel("MUL", "mul", mul_fields, {"general": "zoedge_mul"}, takes_scratch=True, inputs=2),
     "MEAN": OpKernel("MEAN", "mean", mean_fields, {"general": "zoedge_mean"}),
     "AVERAGE_POOL_2D": OpKernel("AVERAGE_POOL_2D", "pool", pool_fields, {"general": "zoedge_average_pool_2d"}),
     "MAX_POOL_2D": OpKernel("MAX_POOL_2D", "pool", pool_fields, {"general": "zoedge_max_pool_2d"}),
@@ -202,8 +245,16 @@ def layer(op, graph, params) -> Layer:
     kernel = KERNELS.get(op.opcode)
     if kernel is None:
         raise ZoEdgeError(f"{op.opcode} (op {op.index}) has no firmware kernel; supported: {', '.join(sorted(KERNELS))}")
-    fields = {k: int(v) for k, v in kernel.fields(op, graph, params).items()}
+    fields = {k: tuple(int(x) for x in v) if isinstance(v, (tuple, list)) else int(v)
+              for k, v in kernel.fields(op, graph, params).items()}
     return Layer(kernel, fields, kernel.path(fields))
+
+
+def c_initializer(value) -> str:
+    """A field value as C: an int, or a brace list for an array field."""
+    if isinstance(value, tuple):
+        return "{" + ", ".join(str(v) for v in value) + "}"
+    return str(value)
 
 
 def scratch_bytes(layers, isa: str) -> int:

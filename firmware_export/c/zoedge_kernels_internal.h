@@ -53,6 +53,16 @@ ZOEDGE_INLINE int32_t zoedge_multiply_by_quantized_multiplier_ref(int32_t x, int
                                          right_shift);
 }
 
+/* One innermost row of a broadcast binary op (zoedge_add, zoedge_mul): n outputs from input 1 read
+ * stride1 apart and input 2 read stride2 apart (0: one value for the whole row). */
+typedef void (*zoedge_row_fn)(const void *params, const int8_t *input1, int32_t stride1, const int8_t *input2,
+                              int32_t stride2, int8_t *output, int32_t n, void *scratch);
+
+/* Runs `row` over every innermost row of the broadcast shape (zoedge_kernels.h, ADD and MUL). */
+void zoedge_for_each_row(const int32_t shape[4], const int32_t strides1[4], const int32_t strides2[4],
+                         zoedge_row_fn row, const void *params, const int8_t *input1, const int8_t *input2,
+                         int8_t *output, void *scratch);
+
 ZOEDGE_INLINE int32_t zoedge_clamp(int32_t v, int32_t lo, int32_t hi)
 {
     return v < lo ? lo : (v > hi ? hi : v);
