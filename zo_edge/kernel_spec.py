@@ -154,8 +154,15 @@ def _conv_scratch(f: dict, path: str, isa: str) -> int:
     size = f["kernel_h"] * f["kernel_w"] * f["in_c"]
     if isa == "dsp":  # four int16 im2col columns of `size`, each rounded up to 4 elements
         return 8 * _round_up(size, 4)
-    if isa == "mve":  # the effective biases (int32 per output channel), four int8 columns rounded up to 16
-        return 4 * _round_up(f["out_c"], 4) + 4 * _round_up(size, 16)
+    if isa == "mve":  # per output channel 3 int32 (bias, multiplier, shift), four int8 columns rounded up to 16
+        band = 0  # general: the output row's padded input rows, and the window's copies (3 int32 each)
+        if path != "1x1":
+            width = (f["out_w"] - 1) * f["stride_w"] + (f["kernel_w"] - 1) * f["dilation_w"] + 1
+            band = _round_up(((f["kernel_h"] - 1) * f["dilation_h"] + 1) * width * f["in_c"], 4)
+            contiguous = f["dilation_w"] == 1 or f["kernel_w"] == 1
+            run, runs = (f["kernel_w"] * f["in_c"], 1) if contiguous else (f["in_c"], f["kernel_w"])
+            band += 12 * f["kernel_h"] * runs * (run // 16 + 2)
+        return _round_up(12 * f["out_c"], 16) + 4 * _round_up(size, 16) + band
     return 0
 
 

@@ -223,7 +223,7 @@ void zoedge_conv_2d(const zoedge_conv_params *p, const int8_t *input, const int8
         int8_t *out[COLUMNS];
         tile_positions(pos, positions, p->out_c, output, index, out);
         for (int32_t j = 0; j < COLUMNS; ++j) {
-            fill_column(cols, j, p, input, index[j] / p->out_w, index[j] % p->out_w);
+            fill_column(cols, line, j, p, input, index[j] / p->out_w, index[j] % p->out_w);
         }
         columns_to_outputs_any(p, cols, filter, bias, size, out);
     }
@@ -249,66 +249,147 @@ void zoedge_conv_2d_1x1(const zoedge_conv_params *p, const int8_t *input, const 
 
 #else /* ZOEDGE_ISA_MVE */
 
-/* The scratch: the layer's effective biases (int32 [out_c]: bias + input_offset * the filter row's sum,
- * computed per call, never kept: trainable filters change between calls), then four im2col columns
- * (four output positions) of int8 as stored, interleaved in 16-byte chunks: chunk k of column j at
- * (4k + j) * 16. A padded tap holds the input zero point, which with the offset in the bias contributes 0. */
+/* The scratch: per output channel {effective bias, multiplier, shift} (int32; the bias is bias +
+ * input_offset * the filter row's sum, computed per call, never kept: trainable filters change between
+ * calls), then four im2col columns (four output positions) of int8 as stored, interleaved in 16-byte
+ * chunks: chunk k of column j at (4k + j) * 16. A padded tap holds the input zero point, which with the
+ * offset in the bias contributes 0. Sizes as kernel_spec's _conv_scratch. */
 #define COLUMNS 4
+#define CHANNEL_WORDS 3
 
-static void effective_biases(const zoedge_conv_params *p, const int8_t *filter, const int32_t *bias, int32_t size,
-                             int32_t *out)
+static void channel_table(const zoedge_conv_params *p, const int8_t *filter, const int32_t *bias, int32_t size,
+                          int32_t *table)
 {
-    for (int32_t oc = 0; oc < p->out_c; ++oc) {
+    for (int32_t oc = 0; oc < p->out_c; ++oc, table += CHANNEL_WORDS) {
         const int8_t *w = filter + oc * size;
         int32_t sum = 0;
         for (int32_t k = 0; k < size; k += 16) {
             const mve_pred16_t lanes = vctp8q((uint32_t)(size - k));
             sum = vaddvaq_p_s8(sum, vldrbq_z_s8(w + k, lanes), lanes);
         }
-        out[oc] = (bias != NULL ? bias[oc] : 0) + p->input_offset * sum;
+        table[0] = (bias != NULL ? bias[oc] : 0) + p->input_offset * sum;
+        table[1] = p->multiplier[oc];
+        table[2] = p->shift[oc];
     }
 }
 
-/* Window elements k .. k + n - 1 of column j: n bytes from src, or the pad value where src is NULL. */
-static void fill_run(int8_t *cols, int32_t column, int32_t k, const int8_t *src, int32_t n, int8_t pad)
+ZOEDGE_INLINE int8_t *columns_of(const zoedge_conv_params *p, void *scratch)
 {
-    while (n > 0) {
-        const int32_t in_chunk = 16 - (k & 15), m = n < in_chunk ? n : in_chunk;
-        int8_t *dst = cols + (4 * (k >> 4) + column) * 16 + (k & 15);
-        const mve_pred16_t lanes = vctp8q((uint32_t)m);
-        vstrbq_p_s8(dst, src != NULL ? vldrbq_z_s8(src, lanes) : vdupq_n_s8(pad), lanes);
-        if (src != NULL) {
-            src += m;
-        }
-        k += m;
-        n -= m;
+    return (int8_t *)scratch + ((CHANNEL_WORDS * 4 * p->out_c + 15) & ~15);
+}
+/* m <= 16 bytes from src to dst: one predicated load and store (in assembly: gcc moves a predicate
+ * through general registers at every use; the memory operands name the bytes touched). */
+ZOEDGE_INLINE void copy_piece(int8_t *dst, const int8_t *src, int32_t m)
+{
+    int8x16_t v;
+    __asm("vctp.8 %[m]\n\t"
+          "vpst\n\t"
+          "vldrbt.8 %q[v], [%[src]]\n\t"
+          "vpst\n\t"
+          "vstrbt.8 %q[v], [%[dst]]"
+          : [v] "=&w"(v), "=m"(*(int8_t(*)[16])dst)
+          : [m] "r"(m), [src] "r"(src), [dst] "r"(dst), "m"(*(const int8_t(*)[16])src)
+          : "cc");
+}
+
+/* n bytes from src to dst (any alignment): per 16 a predicated load and store. */
+ZOEDGE_INLINE void copy_bytes(int8_t *dst, const int8_t *src, int32_t n)
+{
+    for (int32_t i = 0; i < n; i += 16) {
+        const mve_pred16_t lanes = vctp8q((uint32_t)(n - i));
+        vstrbq_p_s8(dst + i, vldrbq_z_s8(src + i, lanes), lanes);
     }
 }
 
-/* Column j: the window of output position (oy, ox), k = (ky, kx, ic); a kernel row inside the input is
- * one run. */
-static void fill_column(int8_t *cols, int32_t column, const zoedge_conv_params *p, const int8_t *input, int32_t oy,
-                        int32_t ox)
+ZOEDGE_INLINE void set_bytes(int8_t *dst, int8_t value, int32_t n)
 {
-    const int32_t in_c = p->in_c, row = p->kernel_w * in_c;
+    for (int32_t i = 0; i < n; i += 16) {
+        vstrbq_p_s8(dst + i, vdupq_n_s8(value), vctp8q((uint32_t)(n - i)));
+    }
+}
+
+/* The band of an output row: the (kernel_h - 1) * dilation_h + 1 input rows its windows read, each
+ * padded to band_width pixels (the padding columns and the rows outside the input hold the input zero
+ * point, which with the offset in the bias contributes 0), so that every window lies inside it. */
+typedef struct {
+    int32_t rows, width, row_bytes;
+} conv_band;
+
+ZOEDGE_INLINE conv_band band_of(const zoedge_conv_params *p)
+{
+    conv_band b;
+    b.rows = (p->kernel_h - 1) * p->dilation_h + 1;
+    b.width = (p->out_w - 1) * p->stride_w + (p->kernel_w - 1) * p->dilation_w + 1;
+    b.row_bytes = b.width * p->in_c;
+    return b;
+}
+
+static void fill_band(int8_t *band, const conv_band *b, const zoedge_conv_params *p, const int8_t *input, int32_t oy)
+{
+    const int32_t in_c = p->in_c, y0 = oy * p->stride_h - p->pad_top;
     const int8_t pad = (int8_t)(-p->input_offset);
-    const int32_t y0 = oy * p->stride_h - p->pad_top;
-    const int32_t x0 = ox * p->stride_w - p->pad_left;
-    const int row_inside = x0 >= 0 && x0 + (p->kernel_w - 1) * p->dilation_w < p->in_w &&
-                           (p->dilation_w == 1 || p->kernel_w == 1);
-    for (int32_t ky = 0, k = 0; ky < p->kernel_h; ++ky, k += row) {
-        const int32_t iy = y0 + ky * p->dilation_h;
+    /* the band's columns that hold input pixels: [x_begin, x_end), from input column 0 */
+    const int32_t x_begin = p->pad_left < b->width ? p->pad_left : b->width;
+    const int32_t x_end = p->pad_left + p->in_w < b->width ? p->pad_left + p->in_w : b->width;
+    for (int32_t r = 0; r < b->rows; ++r) {
+        const int32_t iy = y0 + r;
+        int8_t *row = band + r * b->row_bytes;
         if (iy < 0 || iy >= p->in_h) {
-            fill_run(cols, column, k, NULL, row, pad);
-        } else if (row_inside) {
-            fill_run(cols, column, k, input + (iy * p->in_w + x0) * in_c, row, pad);
-        } else {
-            for (int32_t kx = 0; kx < p->kernel_w; ++kx) {
-                const int32_t ix = x0 + kx * p->dilation_w;
-                const int8_t *pixel = ix >= 0 && ix < p->in_w ? input + (iy * p->in_w + ix) * in_c : NULL;
-                fill_run(cols, column, k + kx * in_c, pixel, in_c, pad);
+            set_bytes(row, pad, b->row_bytes);
+            continue;
+        }
+        set_bytes(row, pad, x_begin * in_c);
+        copy_bytes(row + x_begin * in_c, input + iy * p->in_w * in_c, (x_end - x_begin) * in_c);
+        set_bytes(row + x_end * in_c, pad, (b->width - x_end) * in_c);
+    }
+}
+
+/* A window's copies, the same for every position: piece i copies length[i] bytes from the window's
+ * first byte in the band + src[i] to the column's chunks + dst[i] (within one 16-byte chunk). A kernel
+ * row is one run of kernel_w * in_c bytes unless dilated (then one per pixel); a run crossing a chunk
+ * boundary is two pieces. At most kernel_h * runs * (run / 16 + 2) pieces (kernel_spec). */
+typedef struct {
+    int32_t src, dst, length;
+} conv_piece;
+
+static int32_t window_pieces(const zoedge_conv_params *p, const conv_band *b, conv_piece *pieces)
+{
+    const int32_t in_c = p->in_c;
+    const int contiguous = p->dilation_w == 1 || p->kernel_w == 1;
+    const int32_t run = contiguous ? p->kernel_w * in_c : in_c, runs = contiguous ? 1 : p->kernel_w;
+    int32_t count = 0, k = 0;
+    for (int32_t ky = 0; ky < p->kernel_h; ++ky) {
+        for (int32_t r = 0; r < runs; ++r) {
+            int32_t src = ky * p->dilation_h * b->row_bytes + r * p->dilation_w * in_c, n = run;
+            while (n > 0) {
+                const int32_t room = 16 - (k & 15), m = n < room ? n : room;
+                pieces[count].src = src;
+                pieces[count].dst = 4 * (k & ~15) + (k & 15);
+                pieces[count].length = m;
+                ++count;
+                src += m;
+                k += m;
+                n -= m;
             }
         }
+    }
+    return count;
+}
+
+/* Column j: the window of output column ox in the band, by its pieces. */
+static void fill_column(int8_t *cols, int32_t column, const int8_t *window, const conv_piece *pieces, int32_t count)
+{
+    int8_t *chunks = cols + 16 * column;
+    for (int32_t i = 0; i < count; ++i) {
+        copy_piece(chunks + pieces[i].dst, window + pieces[i].src, pieces[i].length);
+    }
+}
+
+/* The 1x1 path's column: one pixel's in_c bytes into the interleaved chunks. */
+static void fill_pixel(int8_t *cols, int32_t column, const int8_t *pixel, int32_t in_c)
+{
+    for (int32_t k = 0; k < in_c; k += 16) {
+        vstrbq_s8(cols + (4 * (k >> 4) + column) * 16, vldrbq_z_s8(pixel + k, vctp8q((uint32_t)(in_c - k))));
     }
 }
 
@@ -343,35 +424,84 @@ ZOEDGE_INLINE int32x4_t dot_4x1(const int8_t *cols, const int8_t *w, int32_t siz
     return out;
 }
 
-/* Every output channel of four positions from their columns; lane j goes to out + offsets[j]. `fast`:
- * every shift negative (the short requantisation); a constant where this is inlined. */
-ZOEDGE_INLINE void columns_to_outputs(const zoedge_conv_params *p, const int8_t *cols, const int8_t *filter,
-                                      const int32_t *biases, int32_t size, int fast, int8_t *out,
-                                      const uint32x4_t offsets)
+/* Every output channel of four positions, every shift negative: one assembly loop over the channels
+ * (the channel table read in order, the filter rows one after another), each channel the dot_4x1 loop
+ * and the short requantisation (TFLM's for a negative shift, zoedge_requantize_mve), stored at out +
+ * offsets + oc. 21 instructions per channel besides the 10 per 16 window elements. Fourteen registers:
+ * gcc allocates that many for an asm only when each is named. */
+static void columns_to_outputs_fast(const zoedge_conv_params *p, const int8_t *cols, const int8_t *filter,
+                                    const int32_t *table, int32_t size, int8_t *output, uint32x4_t offsets)
+{
+    register const int8_t *w __asm("r1") = filter;
+    register const int8_t *c __asm("r3") = cols;
+    register const int8_t *base __asm("r5") = cols;
+    register const int32_t *t __asm("r7") = table;
+    register int8_t *out __asm("r8") = output;
+    register int32_t channels __asm("r9") = p->out_c;
+    register int32_t n __asm("r10") = size;
+    register int32_t back __asm("r11") = ((size + 15) & ~15) - size; /* the last chunk's overrun of a row */
+    const int32x4_t zp = vdupq_n_s32(p->output_offset), act_min = vdupq_n_s32(p->act_min);
+    const int32x4_t act_max = vdupq_n_s32(p->act_max);
+    __asm volatile(
+        "2:\n\t"
+        "ldr r0, [%[t]], #4\n\t"
+        "mov r2, r0\n\t"
+        "mov r4, r0\n\t"
+        "mov r6, r0\n\t"
+        "mov %[c], %[base]\n\t"
+        "dlstp.8 lr, %[n]\n"
+        "1:\n\t"
+        "vldrb.8 q1, [%[w]], #16\n\t"
+        "vldrb.8 q2, [%[c]], #16\n\t"
+        "vmladava.s8 r0, q2, q1\n\t"
+        "vldrb.8 q2, [%[c]], #16\n\t"
+        "vmladava.s8 r2, q2, q1\n\t"
+        "vldrb.8 q2, [%[c]], #16\n\t"
+        "vmladava.s8 r4, q2, q1\n\t"
+        "vldrb.8 q2, [%[c]], #16\n\t"
+        "vmladava.s8 r6, q2, q1\n\t"
+        "letp lr, 1b\n\t"
+        "sub %[w], %[w], %[back]\n\t"
+        "vmov q0[2], q0[0], r0, r4\n\t"
+        "vmov q0[3], q0[1], r2, r6\n\t"
+        "ldrd r0, r2, [%[t]], #8\n\t"
+        "vqrdmulh.s32 q0, q0, r0\n\t"
+        "vshr.s32 q1, q0, #31\n\t"
+        "vadd.i32 q0, q0, q1\n\t"
+        "vrshl.s32 q0, r2\n\t"
+        "vadd.i32 q0, q0, %q[zp]\n\t"
+        "vmax.s32 q0, q0, %q[lo]\n\t"
+        "vmin.s32 q0, q0, %q[hi]\n\t"
+        "vstrb.32 q0, [%[out], %q[off]]\n\t"
+        "adds %[out], #1\n\t"
+        "subs %[channels], #1\n\t"
+        "bne 2b"
+        : [w] "+r"(w), [c] "+r"(c), [t] "+r"(t), [out] "+r"(out), [channels] "+r"(channels)
+        : [base] "r"(base), [n] "r"(n), [back] "r"(back), [zp] "w"(zp), [lo] "w"(act_min), [hi] "w"(act_max),
+          [off] "w"(offsets)
+        : "r0", "r2", "r4", "r6", "lr", "q0", "q1", "q2", "cc", "memory");
+}
+
+/* The same for any shifts (TFLM's requantisation on four lanes, zoedge_requantize_mve). */
+static void columns_to_outputs_general(const zoedge_conv_params *p, const int8_t *cols, const int8_t *filter,
+                                       const int32_t *table, int32_t size, int8_t *out, const uint32x4_t offsets)
 {
     const int32x4_t act_min = vdupq_n_s32(p->act_min), act_max = vdupq_n_s32(p->act_max);
-    for (int32_t oc = 0; oc < p->out_c; ++oc) {
-        const int32x4_t acc = dot_4x1(cols, filter + oc * size, size, biases[oc]);
-        int32x4_t v;
-        if (fast) {
-            v = vqrdmulhq_n_s32(acc, p->multiplier[oc]);
-            v = vrshlq_n_s32(vaddq_s32(v, vshrq_n_s32(v, 31)), p->shift[oc]);
-            v = vminq_s32(vmaxq_s32(vaddq_n_s32(v, p->output_offset), act_min), act_max);
-        } else {
-            v = zoedge_requantize_mve(acc, p->multiplier[oc], p->shift[oc], p->output_offset, act_min, act_max);
-        }
-        vstrbq_scatter_offset_s32(out + oc, offsets, v);
+    for (int32_t oc = 0; oc < p->out_c; ++oc, table += CHANNEL_WORDS) {
+        const int32x4_t acc = dot_4x1(cols, filter + oc * size, size, table[0]);
+        vstrbq_scatter_offset_s32(out + oc, offsets, zoedge_requantize_mve(acc, table[1], table[2], p->output_offset,
+                                                                           act_min, act_max));
     }
 }
 
 static void columns_to_outputs_any(const zoedge_conv_params *p, const int8_t *cols, const int8_t *filter,
-                                   const int32_t *biases, int32_t size, int fast, int8_t *out,
+                                   const int32_t *table, int32_t size, int fast, int8_t *out,
                                    const uint32x4_t offsets)
 {
     if (fast) {
-        columns_to_outputs(p, cols, filter, biases, size, 1, out, offsets);
+        columns_to_outputs_fast(p, cols, filter, table, size, out, offsets);
     } else {
-        columns_to_outputs(p, cols, filter, biases, size, 0, out, offsets);
+        columns_to_outputs_general(p, cols, filter, table, size, out, offsets);
     }
 }
 
@@ -390,18 +520,27 @@ void zoedge_conv_2d(const zoedge_conv_params *p, const int8_t *input, const int8
                     const int32_t *bias, int8_t *output, void *scratch)
 {
     const int32_t size = p->kernel_h * p->kernel_w * p->in_c;
-    int32_t *biases = (int32_t *)scratch;
-    int8_t *cols = (int8_t *)(biases + ((p->out_c + 3) & ~3));
+    int32_t *table = (int32_t *)scratch;
+    int8_t *cols = columns_of(p, scratch), *band = cols + 4 * ((size + 15) & ~15);
+    const conv_band b = band_of(p);
+    conv_piece *pieces = (conv_piece *)(void *)(band + ((b.rows * b.row_bytes + 3) & ~3));
+    const int32_t count = window_pieces(p, &b, pieces);
     const int fast = zoedge_all_shifts_negative(p->shift, p->out_c);
     const int32_t positions = p->out_h * p->out_w;
-    effective_biases(p, filter, bias, size, biases);
+    int32_t band_row = -1; /* the output row whose band is filled */
+    channel_table(p, filter, bias, size, table);
     for (int32_t pos = 0; pos < positions; pos += COLUMNS) {
         int32_t index[COLUMNS];
         const uint32x4_t offsets = position_offsets(pos, positions, p->out_c, index);
         for (int32_t j = 0; j < COLUMNS; ++j) {
-            fill_column(cols, j, p, input, index[j] / p->out_w, index[j] % p->out_w);
+            const int32_t oy = index[j] / p->out_w;
+            if (oy != band_row) { /* positions come in row order: a row's band is filled once */
+                fill_band(band, &b, p, input, oy);
+                band_row = oy;
+            }
+            fill_column(cols, j, band + (index[j] % p->out_w) * p->stride_w * p->in_c, pieces, count);
         }
-        columns_to_outputs_any(p, cols, filter, biases, size, fast, output + pos * p->out_c, offsets);
+        columns_to_outputs_any(p, cols, filter, table, size, fast, output + pos * p->out_c, offsets);
     }
 }
 
@@ -409,18 +548,18 @@ void zoedge_conv_2d_1x1(const zoedge_conv_params *p, const int8_t *input, const 
                         const int32_t *bias, int8_t *output, void *scratch)
 {
     const int32_t size = p->in_c;
-    int32_t *biases = (int32_t *)scratch;
-    int8_t *cols = (int8_t *)(biases + ((p->out_c + 3) & ~3));
+    int32_t *table = (int32_t *)scratch;
+    int8_t *cols = columns_of(p, scratch);
     const int fast = zoedge_all_shifts_negative(p->shift, p->out_c);
     const int32_t positions = p->out_h * p->out_w;
-    effective_biases(p, filter, bias, size, biases);
+    channel_table(p, filter, bias, size, table);
     for (int32_t pos = 0; pos < positions; pos += COLUMNS) {
         int32_t index[COLUMNS];
         const uint32x4_t offsets = position_offsets(pos, positions, p->out_c, index);
         for (int32_t j = 0; j < COLUMNS; ++j) {
-            fill_run(cols, j, 0, input + index[j] * size, size, 0);
+            fill_pixel(cols, j, input + index[j] * size, size);
         }
-        columns_to_outputs_any(p, cols, filter, biases, size, fast, output + pos * p->out_c, offsets);
+        columns_to_outputs_any(p, cols, filter, table, size, fast, output + pos * p->out_c, offsets);
     }
 }
 
