@@ -45,6 +45,75 @@ static mve_plane mve_plane_of(const zoedge_conv_params *p)
     return g;
 }
 
+/* `rows` rows of n int8: from `src`, values `step` bytes apart (offsets = 0, step, 2 step, 3 step), rows
+ * src_row bytes apart, to `dst`, contiguous, rows dst_row bytes apart: per four values one gather load
+ * and one store in a low-overhead loop, the last n % 4 under the predicate P0 (`tail`). One assembly
+ * block for all rows (a C loop around an asm that writes memory reloads its values at every row). */
+static void gather_rows(int8_t *dst, int32_t dst_row, const int8_t *src, int32_t src_row, int32_t step, int32_t rows,
+                        int32_t n, uint32x4_t offsets)
+{
+    const int32_t blocks = n / 4, rest = n % 4;
+    const mve_pred16_t tail = vctp32q((uint32_t)rest);
+    const int32_t src_next = src_row - blocks * 4 * step, dst_next = dst_row - blocks * 4;
+    __asm volatile("2:\n\t"
+                   "wls lr, %[blocks], 3f\n"
+                   "1:\n\t"
+                   "vldrb.u32 q0, [%[x], %q[off]]\n\t"
+                   "vstrb.32 q0, [%[d]], #4\n\t"
+                   "add %[x], %[x], %[step]\n\t"
+                   "le lr, 1b\n"
+                   "3:\n\t"
+                   "cbz %[rest], 4f\n\t"
+                   "vpst\n\t"
+                   "vldrbt.u32 q0, [%[x], %q[off]]\n\t"
+                   "vpst\n\t"
+                   "vstrbt.32 q0, [%[d]]\n"
+                   "4:\n\t"
+                   "add %[x], %[x], %[src_next]\n\t"
+                   "add %[d], %[d], %[dst_next]\n\t"
+                   "subs %[rows], %[rows], #1\n\t"
+                   "bne 2b"
+                   : [x] "+r"(src), [d] "+l"(dst), [rows] "+r"(rows)
+                   : [blocks] "r"(blocks), [off] "w"(offsets), [step] "r"(4 * step), [rest] "l"(rest),
+                     [src_next] "r"(src_next), [dst_next] "r"(dst_next), [p] "Up"(tail)
+                   : "q0", "lr", "cc", "memory");
+}
+
+/* The reverse: `rows` rows of n int8 from `src` (contiguous, rows src_row apart) to `dst`, values `step`
+ * bytes apart, rows dst_row apart, each clamped to [lo, hi]. */
+static void scatter_rows(int8_t *dst, int32_t dst_row, const int8_t *src, int32_t src_row, int32_t step, int32_t rows,
+                         int32_t n, uint32x4_t offsets, int32x4_t lo, int32x4_t hi)
+{
+    const int32_t blocks = n / 4, rest = n % 4;
+    const mve_pred16_t tail = vctp32q((uint32_t)rest);
+    const int32_t src_next = src_row - blocks * 4, dst_next = dst_row - blocks * 4 * step;
+    __asm volatile("2:\n\t"
+                   "wls lr, %[blocks], 3f\n"
+                   "1:\n\t"
+                   "vldrb.s32 q0, [%[x]], #4\n\t"
+                   "vmax.s32 q0, q0, %q[lo]\n\t"
+                   "vmin.s32 q0, q0, %q[hi]\n\t"
+                   "vstrb.32 q0, [%[d], %q[off]]\n\t"
+                   "add %[d], %[d], %[step]\n\t"
+                   "le lr, 1b\n"
+                   "3:\n\t"
+                   "cbz %[rest], 4f\n\t"
+                   "vldrb.s32 q0, [%[x]]\n\t"
+                   "vmax.s32 q0, q0, %q[lo]\n\t"
+                   "vmin.s32 q0, q0, %q[hi]\n\t"
+                   "vpst\n\t"
+                   "vstrbt.32 q0, [%[d], %q[off]]\n"
+                   "4:\n\t"
+                   "add %[x], %[x], %[src_next]\n\t"
+                   "add %[d], %[d], %[dst_next]\n\t"
+                   "subs %[rows], %[rows], #1\n\t"
+                   "bne 2b"
+                   : [x] "+l"(src), [d] "+r"(dst), [rows] "+r"(rows)
+                   : [blocks] "r"(blocks), [off] "w"(offsets), [step] "r"(4 * step), [rest] "l"(rest),
+                     [src_next] "r"(src_next), [dst_next] "r"(dst_next), [lo] "w"(lo), [hi] "w"(hi), [p] "Up"(tail)
+                   : "q0", "lr", "cc", "memory");
+}
+
 /* The phase planes of a call start as all zero point (the padding); per channel only the input's
  * rows and columns are written: per four plane columns one gather (the columns of one phase are
  * stride_w pixels apart, channels bytes each). */
@@ -70,20 +139,9 @@ static void fill_plane_mve(int8_t *plane, const mve_plane *g, const zoedge_conv_
         if (n <= 0 || py_end <= py_begin) {
             continue;
         }
-        int8_t *dst = plane + (ph * g->h + py_begin) * g->width + q_begin;
-        const int8_t *src = input + (s * q_begin + ph - p->pad_left) * channels + c;
-        const int32_t whole = n & ~3, rest = n - whole, gap = 4 * s * channels;
-        const mve_pred16_t tail = vctp32q((uint32_t)rest);
-        for (int32_t py = py_begin; py < py_end; ++py, dst += g->width, src += row_bytes) {
-            const int8_t *x = src;
-            int8_t *d = dst;
-            for (int32_t i = 0; i < whole; i += 4, d += 4, x += gap) {
-                vstrbq_s32(d, vldrbq_gather_offset_s32(x, offsets));
-            }
-            if (rest) {
-                vstrbq_p_s32(d, vldrbq_gather_offset_z_s32(x, offsets, tail), tail);
-            }
-        }
+        gather_rows(plane + (ph * g->h + py_begin) * g->width + q_begin, g->width,
+                    input + (s * q_begin + ph - p->pad_left) * channels + c, row_bytes, s * channels,
+                    py_end - py_begin, n, offsets);
     }
 }
 
@@ -170,28 +228,6 @@ static void plane_3x3(const int8_t *plane, int32_t width, const int32_t w[9], in
         : "q0", "q1", "memory");
 }
 
-/* The sequence plane_3x3 wrote (rows `width` apart) into the output (channels apart), clamped to the
- * activation when it is narrower than int8 (`narrow`: a constant where this is inlined). */
-ZOEDGE_INLINE void copy_out(const zoedge_conv_params *p, const int8_t *rows, int32_t width, int8_t *out, int narrow)
-{
-    const int32_t out_w = p->out_w, whole = out_w & ~(BLOCK - 1), step = BLOCK * p->out_c;
-    const uint32x4_t offsets = vreinterpretq_u32_s32(vmulq_n_s32(vreinterpretq_s32_u32(vidupq_n_u32(0, 1)), p->out_c));
-    const int32x4_t act_min = vdupq_n_s32(p->act_min), act_max = vdupq_n_s32(p->act_max);
-    const mve_pred16_t tail = vctp32q((uint32_t)(out_w - whole));
-    for (int32_t oy = 0; oy < p->out_h; ++oy, rows += width, out += out_w * p->out_c) {
-        const int8_t *r = rows;
-        int8_t *o = out;
-        for (int32_t ox = 0; ox < whole; ox += BLOCK, r += BLOCK, o += step) {
-            const int32x4_t v = vldrbq_s32(r);
-            vstrbq_scatter_offset_s32(o, offsets, narrow ? vminq_s32(vmaxq_s32(v, act_min), act_max) : v);
-        }
-        if (whole < out_w) {
-            const int32x4_t v = vldrbq_s32(r);
-            vstrbq_scatter_offset_p_s32(o, offsets, narrow ? vminq_s32(vmaxq_s32(v, act_min), act_max) : v, tail);
-        }
-    }
-}
-
 /* Requantise four positions of one channel (one multiplier and shift; the short form when `fast`) and
  * store those inside the row at out, out + channels, ... */
 ZOEDGE_INLINE void store_positions(const zoedge_conv_params *p, int32x4_t acc, zoedge_channel_quant_mve q, int fast,
@@ -247,8 +283,10 @@ static void depthwise_mve(const zoedge_conv_params *p, const int8_t *input, cons
     const int fast = zoedge_all_shifts_negative(p->shift, channels);
     const int linear = fast && p->kernel_h == 3 && p->kernel_w == 3 && p->stride_h == 1 && p->stride_w == 1 &&
                        p->dilation_h == 1 && p->dilation_w == 1;
-    const int narrow = zoedge_act_narrower_than_int8(p->act_min, p->act_max);
     const mve_plane g = linear ? plane_3x3_of(p) : mve_plane_of(p);
+    const uint32x4_t out_offsets = vreinterpretq_u32_s32(vmulq_n_s32(vreinterpretq_s32_u32(vidupq_n_u32(0, 1)),
+                                                                     channels));
+    const int32x4_t act_min = vdupq_n_s32(p->act_min), act_max = vdupq_n_s32(p->act_max);
     int8_t *plane = (int8_t *)scratch;
     const int32_t plane_bytes = g.phases * g.h * g.width + 8; /* the last block reads up to 5 bytes past */
     int8_t *sequence = plane + plane_bytes;                     /* linear: out_h * width outputs, and 3 spare */
@@ -271,11 +309,9 @@ static void depthwise_mve(const zoedge_conv_params *p, const int8_t *input, cons
         }
         plane_3x3(plane, g.width, w, vdupq_n_s32(b), vdupq_n_s32(p->multiplier[c]), vdupq_n_s32(p->shift[c]),
                   vdupq_n_s32(p->output_offset), sequence, blocks);
-        if (narrow) {
-            copy_out(p, sequence, g.width, output + c, 1);
-        } else {
-            copy_out(p, sequence, g.width, output + c, 0);
-        }
+        /* into the output, channels apart, clamped to the activation */
+        scatter_rows(output + c, p->out_w * channels, sequence, g.width, channels, p->out_h, p->out_w, out_offsets,
+                     act_min, act_max);
     }
 }
 
