@@ -223,7 +223,7 @@ void zoedge_conv_2d(const zoedge_conv_params *p, const int8_t *input, const int8
         int8_t *out[COLUMNS];
         tile_positions(pos, positions, p->out_c, output, index, out);
         for (int32_t j = 0; j < COLUMNS; ++j) {
-            fill_column(cols, line, j, p, input, index[j] / p->out_w, index[j] % p->out_w);
+            fill_column(cols, j, p, input, index[j] / p->out_w, index[j] % p->out_w);
         }
         columns_to_outputs_any(p, cols, filter, bias, size, out);
     }
