@@ -4,7 +4,7 @@
 #   bash benchmarks/continual_table.sh [RUN_DIR] [OUT_DIR]       (about 20 minutes on 2 cores)
 set -euo pipefail
 RUN=${1:-runs/kws}
-OUT=${2:-$RUN/sim}
+OUT=${2:-$RUN-sim}  # beside the run folder: outputs never go inside an input
 ZO=${ZO_EDGE:-.venv/bin/zo-edge}
 [ -f "$RUN/run.json" ] || $ZO build --out "$RUN"
 for mode in int8 float; do
@@ -13,4 +13,4 @@ for mode in int8 float; do
     echo "done: $method $mode" >&2
   done
 done
-$ZO compare "$OUT"/*-int8 "$OUT"/*-float --markdown --plots "$OUT/plots"
+$ZO compare "$OUT"/*-int8 "$OUT"/*-float --markdown --plots "$OUT-plots" --force

@@ -4,7 +4,7 @@
 #   bash benchmarks/zofc_sweep.sh [RUN_DIR] [OUT_DIR]        (about 5 minutes on 2 cores)
 set -euo pipefail
 RUN=${1:-runs/kws}
-OUT=${2:-$RUN/sweep}
+OUT=${2:-$RUN-sweep}  # beside the run folder: outputs never go inside an input
 ZO=${ZO_EDGE:-.venv/bin/zo-edge}
 [ -f "$RUN/run.json" ] || $ZO build --out "$RUN"
 run() {  # name, then simulate options

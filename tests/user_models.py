@@ -82,6 +82,59 @@ def conv1d_kws(classes: int = 10):
     return keras.Model(inputs, layers.Dense(classes, activation="softmax", name="probs")(x), name="user_conv1d")
 
 
+def linear_embed_digits(classes: int = 4):
+    """Sequential, 8x8 digits, as the README's example and the end-to-end tests use it: Conv2D +
+    BatchNormalization + ReLU, max pooling, Conv2D (ReLU), average pooling, Flatten, a *linear* Dense in
+    the middle, Dropout, and a Dense with a softmax activation."""
+    configure_tensorflow()
+    import keras
+    from keras import layers
+
+    return keras.Sequential([
+        keras.Input((8, 8, 1)),
+        layers.Conv2D(16, 3, padding="same", use_bias=False, name="conv1"),
+        layers.BatchNormalization(momentum=0.9, name="bn1"),
+        layers.ReLU(name="relu1"),
+        layers.MaxPooling2D(2, name="maxpool"),
+        layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
+        layers.AveragePooling2D(2, name="avgpool"),
+        layers.Flatten(name="flatten"),
+        layers.Dense(32, name="embed"),
+        layers.Dropout(0.1, name="dropout"),
+        layers.Dense(classes, activation="softmax", name="probs"),
+    ], name="user_model")
+
+
+def write_user_files(folder, known_classes: int = 4, epochs: int = 8) -> None:
+    """What a user brings, into ``folder``: data.npz (the bundled handwritten digits' four arrays and class
+    names, saved with numpy), user.keras (``linear_embed_digits`` trained on the first ``known_classes``
+    digits of those arrays) and user_int8.tflite (the same model converted to int8; the float model is not
+    kept by the caller)."""
+    from pathlib import Path
+
+    configure_tensorflow()
+    import keras
+    import tensorflow as tf
+
+    folder = Path(folder)
+    ds = data("digits")
+    np.savez(folder / "data.npz", x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test,
+             class_names=np.array([f"digit {k}" for k in range(10)]))
+    with np.load(folder / "data.npz") as f:  # the user trains on what they saved
+        x, y = f["x_train"], f["y_train"]
+    keras.utils.set_random_seed(0)
+    model = linear_embed_digits(known_classes)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x[y < known_classes], y[y < known_classes], epochs=epochs, batch_size=32, verbose=0)
+    model.save(folder / "user.keras")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([x[i : i + 1]] for i in range(0, 400, 4))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    (folder / "user_int8.tflite").write_bytes(converter.convert())
+
+
 BUILDERS = {"sequential_digits": (sequential_digits, "digits"), "residual_kws": (residual_kws, "spoken-digits"),
             "conv1d_kws": (conv1d_kws, "spoken-digits")}
 

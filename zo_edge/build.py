@@ -175,16 +175,61 @@ def write_run(out: Path, force: bool, inputs, meta: dict, quantized, ds, sc, ker
 
 
 # -- the zoo -----------------------------------------------------------------------------------------
-def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il", seed: int = 0, arch=None,
-              adapter_position="last", adapter_width: int = 8, epochs=None, force: bool = False, log=print,
-              base_classes=None, classes_per_task=None, tasks=None, data=None, quant_config=None) -> RunFolder:
-    """Build a zoo model's run folder (module docstring) and return it, read back with ``load_run``.
+def build_run(out_dir, dataset: str | None = None, scenario: str = "class-il", seed: int = 0, arch=None,
+              adapter_position=None, adapter_width: int = 8, epochs=None, force: bool = False, log=print,
+              base_classes=None, classes_per_task=None, tasks=None, data=None, model=None, tflite=None,
+              adapter_at=None, classifier=None, quant_config=None) -> RunFolder:
+    """Build a run folder (module docstring) and return it, read back with ``load_run``: what
+    ``zo-edge build`` does, and the Python entry point for notebooks.
 
-    ``dataset``: a bundled set, or ``data``: the path of the user's npz (``zo_edge.data`` documents the
-    format). ``tasks`` ("0,1,2,3;4,5" or lists) or ``base_classes``/``classes_per_task`` shape a class-il
-    stream. Refuses a non-empty ``out_dir`` unless ``force`` and it is a run folder zo-edge wrote; the
-    old folder is replaced only once the new one is complete.
+    The model: a zoo architecture trained here (``arch``, default the bundled dataset's own; adapters
+    beside blocks at ``adapter_position``: "last", "after", an index or a list), your Keras model
+    (``model``: a .keras path; ``adapter_at``: layer names; ``classifier``: a Dense layer; ``epochs``:
+    fine-tune first, 0 fits only the classifier) or your deployed int8 .tflite (``tflite``; ``adapter_at``:
+    tensor names or indices; ``classifier``: an op index or output tensor name). The data: a bundled
+    ``dataset`` (default spoken-digits) or ``data``, the path of your npz (``zo_edge.data`` documents the
+    format; your own model needs your own data). ``tasks`` ("0,1,2,3;4,5" or lists) or
+    ``base_classes``/``classes_per_task`` shape a class-il stream. Refuses a non-empty ``out_dir`` unless
+    ``force`` and it is a run folder zo-edge wrote; the old folder is replaced only once the new one is
+    complete.
     """
+    if sum(s is not None for s in (model, tflite, arch)) > 1:
+        raise ZoEdgeError("give one model source: --model FILE.keras, --tflite FILE.tflite, or --arch ZOO_MODEL")
+    if dataset is not None and data is not None:
+        raise ZoEdgeError("give --dataset NAME (bundled) or --data FILE.npz (yours), not both")
+    stream = dict(scenario=scenario, base_classes=base_classes, classes_per_task=classes_per_task, tasks=tasks)
+    if model is not None or tflite is not None:
+        if data is None:
+            raise ZoEdgeError("your own model needs your own data: add --data FILE.npz (`zo-edge data check` "
+                              "shows the format)")
+        if adapter_position is not None:
+            raise ZoEdgeError("--adapter-position places zoo adapters beside blocks; for your model use --adapter-at")
+        if model is not None:
+            from zo_edge.build_keras import build_from_keras
+
+            return build_from_keras(out_dir, model, data, adapter_at=adapter_at, adapter_width=adapter_width,
+                                    classifier=classifier, epochs=epochs or 0, seed=seed, force=force, log=log,
+                                    quant_config=quant_config, **stream)
+        if epochs:
+            raise ZoEdgeError("--epochs fine-tunes a float model; a .tflite has none (its classifier is fitted on "
+                              "the base task in int8)")
+        from zo_edge.build_tflite import build_from_tflite
+
+        return build_from_tflite(out_dir, tflite, data, adapter_at=adapter_at, adapter_width=adapter_width,
+                                 classifier=classifier, seed=seed, force=force, log=log, quant_config=quant_config,
+                                 **stream)
+    if adapter_at is not None or classifier is not None:
+        raise ZoEdgeError("--adapter-at and --classifier name parts of your model (--model or --tflite); the zoo "
+                          "takes --adapter-position")
+    return _build_zoo(out_dir, dataset=dataset or "spoken-digits", seed=seed, arch=arch,
+                      adapter_position="last" if adapter_position is None else adapter_position,
+                      adapter_width=adapter_width, epochs=epochs, force=force, log=log, data=data,
+                      quant_config=quant_config, **stream)
+
+
+def _build_zoo(out_dir, dataset: str, scenario: str, seed: int, arch, adapter_position, adapter_width: int, epochs,
+               force: bool, log, base_classes, classes_per_task, tasks, data, quant_config) -> RunFolder:
+    """A zoo model trained here on a bundled dataset or the user's npz (``build_run``)."""
     from zo_edge import models
     from zo_edge.quantize import QuantConfig, quantize_model
 
@@ -198,9 +243,9 @@ def build_run(out_dir, dataset: str = "spoken-digits", scenario: str = "class-il
     seed = int(seed)
     started = time.perf_counter()
 
-    log(f"loading {data or dataset} and making the {scenario} scenario (seed {seed})")
     ds = load_data(dataset, data, seed)
     sc = make_stream(ds, scenario, seed, base_classes, classes_per_task, tasks)
+    log(f"{data or dataset}: the {scenario} scenario (seed {seed}), {len(sc.tasks)} tasks after the base task")
     arch = arch or (models.default_arch(ds.name) if data is None else None)
     if arch is None:
         raise ZoEdgeError("give --arch for the zoo model to train on your data (one of "

@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 from zo_edge.errors import ZoEdgeError
 from zo_edge.outputs import check_output_folder
 
@@ -37,6 +39,16 @@ def load_keras_model(path):
                           "model.save('my.keras'), and register custom layers or use built-in ones") from None
 
 
+def check_int8_ops(model, x, source: str) -> None:
+    """Convert with a few samples and refuse, naming it, an op the int8 engine has no kernel for: a quick
+    look before minutes of fine-tuning (the real conversion, with headroom, comes after)."""
+    from zo_edge.engine import Engine
+    from zo_edge.qgraph import QGraph
+    from zo_edge.quantize import _convert
+
+    Engine(QGraph.from_bytes(_convert(model, np.asarray(x[:8], dtype=np.float32)), source=source))
+
+
 def build_from_keras(out_dir, model_path, data, *, scenario: str = "class-il", base_classes=None,
                      classes_per_task=None, tasks=None, adapter_at=None, adapter_width: int = 8, classifier=None,
                      epochs: int = 0, seed: int = 0, force: bool = False, log=print, quant_config=None):
@@ -53,11 +65,15 @@ def build_from_keras(out_dir, model_path, data, *, scenario: str = "class-il", b
     if len(user.inputs) != 1:
         raise ZoEdgeError(f"--model {model_path} has {len(user.inputs)} inputs; zo-edge trains one-input models")
     input_shape = tuple(int(d) for d in user.inputs[0].shape[1:])
-    log(f"loading {data} for {model_path} (input {list(input_shape)})")
+    # everything a user can get wrong is checked before the first progress line and before any training:
+    # the data, the stream, the adapter places and the classifier, and whether every op has an int8 kernel
     ds = load_data(None, data, seed, input_shape=input_shape)
     sc = make_stream(ds, scenario, seed, base_classes, classes_per_task, tasks)
     model, info = keras_edit.attach_adapters(user, at=adapter_at, width=adapter_width, classifier=classifier,
                                              num_classes=sc.num_classes, seed=seed)
+    check_int8_ops(model, sc.base.x_train, f"{model_path} as int8")
+    log(f"{data}: {len(ds.y_train)} training and {len(ds.y_test)} test samples of {list(input_shape)}, "
+        f"{ds.num_classes} classes; {sc.name} stream of {len(sc.tasks)} tasks after the base task")
     log(f"{len(info['adapters'])} adapter(s) on {', '.join(a['at'] for a in info['adapters'])} "
         f"(width {adapter_width}); classifier {info['classifier']['replaces']!r} -> {sc.num_classes} classes")
     if epochs:

@@ -99,8 +99,7 @@ def build_from_tflite(out_dir, tflite_path, data, *, scenario: str = "class-il",
         raise ZoEdgeError(f"{source} has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; zo-edge "
                           "trains models with one of each")
     input_shape = tuple(int(d) for d in graph.tensors[graph.inputs[0]].shape[1:])
-    log(f"loading {data} for {source} (input {list(input_shape)})")
-    ds = load_data(None, data, seed, input_shape=input_shape)
+    ds = load_data(None, data, seed, input_shape=input_shape)  # bad input: one line, before any progress line
     sc = make_stream(ds, scenario, seed, base_classes, classes_per_task, tasks)
 
     x_base = engine.quantize_input(sc.base.x_train)
@@ -111,6 +110,8 @@ def build_from_tflite(out_dir, tflite_path, data, *, scenario: str = "class-il",
                            up_magnitude=config.up_magnitude, down_headroom=config.down_headroom,
                            classifier_headroom=config.classifier_headroom, seed=seed, source=source)
     plan = adapted.plan
+    log(f"{data}: {len(ds.y_train)} training and {len(ds.y_test)} test samples of {list(input_shape)}, "
+        f"{ds.num_classes} classes; {sc.name} stream of {len(sc.tasks)} tasks after the base task")
     where = ", ".join(f"{a['tensor']} ({a['tensor_name']})" for a in adapted.report["adapters"])
     log(f"{len(plan.adapters)} adapter(s) on {where}; classifier -> {sc.num_classes} classes")
     x_test = engine.quantize_input(np.concatenate([t.x_test for t in sc.stream]))

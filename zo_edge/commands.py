@@ -111,43 +111,14 @@ def build(out_dir, dataset, data_file, model_file, tflite_file, arch, scenario, 
       zo-edge inspect my_int8.tflite                                 (choose tensors for --adapter-at)
       zo-edge build --tflite my_int8.tflite --data my.npz --out runs/mine8 --adapter-at 12,20
     """
-    sources = [s for s in (model_file, tflite_file, arch) if s is not None]
-    if len(sources) > 1:
-        raise ZoEdgeError("give one model source: --model FILE.keras, --tflite FILE.tflite, or --arch ZOO_MODEL")
-    if dataset is not None and data_file is not None:
-        raise ZoEdgeError("give --dataset NAME (bundled) or --data FILE.npz (yours), not both")
-    if (model_file or tflite_file) and data_file is None:
-        raise ZoEdgeError("your own model needs your own data: add --data FILE.npz (`zo-edge data check` shows the "
-                          "format)")
-    if (model_file or tflite_file) and adapter_position is not None:
-        raise ZoEdgeError("--adapter-position places zoo adapters beside blocks; for your model use --adapter-at")
-    if not (model_file or tflite_file) and (adapter_at is not None or classifier is not None):
-        raise ZoEdgeError("--adapter-at and --classifier name parts of your model (--model or --tflite); the zoo "
-                          "takes --adapter-position")
-    stream = dict(scenario=scenario, base_classes=base_classes, classes_per_task=task_classes, tasks=tasks)
-    log = lambda msg: click.echo(msg, err=True)  # noqa: E731
-    if model_file is not None:
-        from zo_edge.build_keras import build_from_keras
+    from zo_edge.build import build_run
 
-        run = build_from_keras(out_dir, model_file, data_file, adapter_at=_csv(adapter_at),
-                               adapter_width=adapter_width, classifier=classifier, epochs=epochs or 0, seed=seed,
-                               force=force, log=log, **stream)
-    elif tflite_file is not None:
-        if epochs:
-            raise ZoEdgeError("--epochs fine-tunes a float model; a .tflite has none (its classifier is fitted on "
-                              "the base task in int8)")
-        from zo_edge.build_tflite import build_from_tflite
-
-        run = build_from_tflite(out_dir, tflite_file, data_file, adapter_at=_csv(adapter_at),
-                                adapter_width=adapter_width, classifier=classifier, seed=seed, force=force, log=log,
-                                **stream)
-    else:
-        from zo_edge.build import build_run
-
-        position = _csv(adapter_position) if adapter_position and "," in adapter_position else adapter_position
-        run = build_run(out_dir, dataset=dataset or "spoken-digits", data=data_file, seed=seed, arch=arch,
-                        adapter_position=position or "last", adapter_width=adapter_width, epochs=epochs,
-                        force=force, log=log, **stream)
+    position = _csv(adapter_position) if adapter_position and "," in adapter_position else adapter_position
+    at = _csv(adapter_at)
+    run = build_run(out_dir, dataset=dataset, data=data_file, model=model_file, tflite=tflite_file, arch=arch,
+                    scenario=scenario, base_classes=base_classes, classes_per_task=task_classes, tasks=tasks,
+                    adapter_position=position, adapter_at=at, adapter_width=adapter_width, classifier=classifier,
+                    epochs=epochs, seed=seed, force=force, log=lambda msg: click.echo(msg, err=True))
     plan = run.plan
     click.echo(f"{out_dir}: {run.settings.get('arch') or run.settings.get('source')} on {run.settings['dataset']}/"
                f"{run.settings['scenario']}, {len(plan.adapters)} adapter(s), {run.num_classes} classes; see "

@@ -38,9 +38,13 @@ class TflmOracle:
             else runtime.InterpreterConfig.kAllocationRecording
         )
         size = arena_size or max(16 * len(model_bytes), 1 << 20)
-        self._interpreter = runtime.Interpreter.from_bytes(
-            bytes(model_bytes), arena_size=size, intrepreter_config=config
-        )
+        try:
+            self._interpreter = runtime.Interpreter.from_bytes(
+                bytes(model_bytes), arena_size=size, intrepreter_config=config
+            )
+        except RuntimeError as exc:  # TFLM refuses a model our checks let through: say so in one line
+            raise ZoEdgeError(f"the TFLM interpreter refuses the model ({_first_line(exc)}); it cannot serve as "
+                              "the reference for it") from None
         self.intermediates = intermediates
         from zo_edge.litert import schema
 
@@ -62,12 +66,20 @@ class TflmOracle:
         for s in range(n):
             for k, x in enumerate(inputs):
                 self._interpreter.set_input(np.ascontiguousarray(x[s : s + 1]), k)
-            self._interpreter.invoke()
+            try:
+                self._interpreter.invoke()
+            except RuntimeError as exc:
+                raise ZoEdgeError(f"the TFLM interpreter failed on sample {s} ({_first_line(exc)})") from None
             outputs.append([np.array(self._interpreter.get_output(k)) for k in range(self.num_outputs)])
             for i in tensor_indices:
                 tensors[i].append(np.array(self._interpreter.GetTensor(i, 0)["tensor_data"]))
         stacked = [_stack([o[k] for o in outputs]) for k in range(self.num_outputs)] if n else []
         return stacked, {i: np.stack(v) for i, v in tensors.items()}
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _stack(per_sample: list[np.ndarray]) -> np.ndarray:
