@@ -79,8 +79,11 @@ def measure_firmware(fw_dir, board: str = "mps2-an386", timeout_s: float = 600, 
         raise ZoEdgeError(f"the firmware on {board} failed: {app.errors[0] if app.errors else app.status}")
     parts = split_sizes(elf)
     lib_flash, lib_ram = parts["library"]["flash_bytes"], parts["library"]["ram_static_bytes"]
+    infer, steps = list(app.infer_instructions.values()), list(app.step_instructions.values())
     return {
         "board": board,
+        "instructions": {"inference": int(sum(infer) / len(infer)) if infer else None,
+                         "train_step": int(sum(steps) / len(steps)) if steps else None},
         "library": parts["library"],
         "stack_high_water_bytes": app.stack_bytes,
         "ram_bytes": lib_ram + app.stack_bytes,

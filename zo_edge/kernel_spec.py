@@ -29,6 +29,10 @@ import numpy as np
 from zo_edge.errors import ZoEdgeError
 
 ISAS = ("ref", "dsp", "mve")  # ZOEDGE_ISA_REF, _DSP, _MVE in zoedge_kernels.h
+# The instruction set the kernels compile for on each core (zo_edge.devices.CORES): what the compiler's
+# __ARM_FEATURE_DSP / __ARM_FEATURE_MVE select (the M33 and M35P with their DSP extension, as shipped).
+CORE_ISA = {"cortex-m0": "ref", "cortex-m0plus": "ref", "cortex-m3": "ref", "cortex-m23": "ref", "cortex-m4": "dsp",
+            "cortex-m7": "dsp", "cortex-m33": "dsp", "cortex-m35p": "dsp", "cortex-m55": "mve", "cortex-m85": "mve"}
 ADD_LEFT_SHIFT = 20  # int8 ADD (zo_edge.kernels.add.LEFT_SHIFT)
 
 # The library's C, copied verbatim into every export (firmware_export/c/).
@@ -264,7 +268,62 @@ def c_initializer(value) -> str:
     return str(value)
 
 
+def model_layers(graph, engine=None) -> list:
+    """(op index, Layer) of every op of the graph with a kernel, from the engine's prepared parameters."""
+    from zo_edge.engine import Engine
+
+    engine = engine or Engine(graph)
+    return [(step.op.index, layer(step.op, graph, step.params)) for step in engine.steps
+            if step.op.opcode in KERNELS]
+
+
 def scratch_bytes(layers, isa: str) -> int:
     """The scratch region of a model on an instruction set: the largest any one layer needs (one op runs at
     a time), rounded up to 8 bytes."""
     return _round_up(max((lay.scratch_bytes(isa) for lay in layers), default=0), 8)
+
+
+# -- instructions: the estimate when no firmware is measured -------------------------------------------
+# Instructions per multiply-accumulate (conv-like paths) or per output element (the others) of each path
+# on each instruction set, measured by benchmarks/firmware.py (QEMU, -icount: exact counts) on the default
+# DS-CNN and MLPerf Tiny's DS-CNN: Cortex-M3 for "ref", M4F for "dsp", M55 for "mve" (README: kernels).
+INSTRUCTIONS = {
+    ("CONV_2D", "1x1"): {"ref": 7.32, "dsp": 1.33, "mve": 0.28},
+    ("CONV_2D", "general"): {"ref": 13.5, "dsp": 1.91, "mve": 0.45},
+    ("DEPTHWISE_CONV_2D", "3x3"): {"ref": 17.0, "dsp": 4.16, "mve": 1.75},
+    ("DEPTHWISE_CONV_2D", "general"): {"ref": 17.0, "dsp": 4.5, "mve": 2.2},
+    ("FULLY_CONNECTED", "general"): {"ref": 8.3, "dsp": 8.3, "mve": 7.3},
+    ("ADD", "general"): {"ref": 45.0, "dsp": 13.9, "mve": 6.8},
+    ("MUL", "general"): {"ref": 20.0, "dsp": 10.0, "mve": 4.0},
+    ("MEAN", "general"): {"ref": 6.5, "dsp": 2.2, "mve": 1.1},
+    ("AVERAGE_POOL_2D", "general"): {"ref": 8.0, "dsp": 2.0, "mve": 1.0},
+    ("MAX_POOL_2D", "general"): {"ref": 8.0, "dsp": 8.0, "mve": 8.0},
+    ("SOFTMAX", "general"): {"ref": 140.0, "dsp": 140.0, "mve": 140.0},
+}
+PER_ELEMENT = {"ADD": "size", "MUL": "size"}  # ops whose INSTRUCTIONS count per output element
+
+
+def layer_work(lay: Layer) -> int:
+    """What INSTRUCTIONS multiplies: a conv-like layer's MACs per sample, else its elements."""
+    f = lay.fields
+    op = lay.kernel.opcode
+    if op == "CONV_2D":
+        return f["out_h"] * f["out_w"] * f["out_c"] * f["kernel_h"] * f["kernel_w"] * f["in_c"]
+    if op == "DEPTHWISE_CONV_2D":
+        return f["out_h"] * f["out_w"] * f["out_c"] * f["kernel_h"] * f["kernel_w"]
+    if op == "FULLY_CONNECTED":
+        return f["rows"] * f["units"] * f["depth"]
+    if op in ("ADD", "MUL"):
+        return f["size"]
+    if op == "MEAN":
+        return f["outer"] * f["count"] * f["inner"]
+    if op in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+        return f["out_h"] * f["out_w"] * f["channels"] * f["filter_h"] * f["filter_w"]
+    return f["rows"] * f["depth"]  # SOFTMAX
+
+
+def estimated_instructions(layers, isa: str) -> int:
+    """Instructions the layers ((op index, Layer) pairs) take on an instruction set, by INSTRUCTIONS."""
+    if isa not in ISAS:
+        raise ValueError(f"unknown instruction set {isa!r}; known: {', '.join(ISAS)}")
+    return int(round(sum(INSTRUCTIONS[(lay.kernel.opcode, lay.path)][isa] * layer_work(lay) for _, lay in layers)))

@@ -25,7 +25,9 @@ Configurations (``CONFIGURATIONS``):
   momentum for every trainable value; the int8 weights the forward pass reads.
 
 RAM components are static (arena, state, buffers) plus the stack estimate; flash components are the
-constants the C stores plus code. Persisting the learned state needs a RAM buffer of the state blob's
+constants the C stores plus code. The kernels' scratch (``zo_edge.kernel_spec``: im2col columns, channel
+planes, ADD's tables; one region after the arena, as large as the largest layer's need) depends on the
+instruction set the target compiles the kernels for (``isa``: "ref", "dsp" or "mve"). Persisting the learned state needs a RAM buffer of the state blob's
 size (``zoedge_train_state_save`` writes one); ``estimate(..., persist=True)`` adds it to zo-fc.
 """
 
@@ -203,13 +205,27 @@ def _trainable(run) -> list[int]:
 
 
 # -- inference --------------------------------------------------------------------------------------------
-def _inference(run: dict, config, code_bytes) -> Budget:
+def _scratch(b: _Builder, graph, engine, isa: str, arena_bytes: int) -> None:
+    """The kernels' scratch after the arena: ZOEDGE_SCRATCH_SIZE of the exported zoedge_model.h, at the
+    arena's end rounded up to 8 bytes."""
+    layers = kernel_spec.model_layers(graph, engine)
+    need = kernel_spec.scratch_bytes([lay for _, lay in layers], isa)
+    if need:
+        index, largest = max(layers, key=lambda pair: pair[1].scratch_bytes(isa))
+        b.ram("kernel scratch", need + (-arena_bytes % 8),
+              f"the {isa} kernels' scratch after the arena, as large as the largest layer's need (op {index}, "
+              f"{largest.kernel.opcode} {largest.path}: {largest.scratch_bytes(isa):,} B; zo_edge.kernel_spec)",
+              "activations")
+
+
+def _inference(run: dict, config, code_bytes, isa: str) -> Budget:
     graph, engine = _load(run)
     b = _Builder("inference")
     plan = planner.plan_arena(graph)
     b.ram("activation arena", plan.size,
           f"greedy plan over tensor lifetimes in graph order, no keep-alive ({len(set(plan.root.values()))} "
           "buffers, RESHAPE aliased; zo_edge.planner.plan_arena)", "activations")
+    _scratch(b, graph, engine, isa, plan.size)
     _io_ram(b, graph)
     b.ram("stack (estimate)", STACK_BYTES, STACK_NOTE, "application")
     _weights_flash(b, graph)
@@ -340,7 +356,7 @@ def _train_flash(learner) -> tuple[int, str, int, str]:
             "segment descriptors, vector and update-config structs, pointer tables of zoedge_train.c")
 
 
-def _zo_fc(run: dict, config, code_bytes, persist: bool) -> Budget:
+def _zo_fc(run: dict, config, code_bytes, persist: bool, isa: str) -> Budget:
     from zo_edge.learners.int8_learner import Int8Learner
 
     cfg = dataclasses.replace(config, method="zo-fc", mode="int8").check()
@@ -356,6 +372,7 @@ def _zo_fc(run: dict, config, code_bytes, persist: bool) -> Budget:
     b.ram("activation arena", plan.size,
           f"greedy plan valid in graph order and prefix-then-suffix, boundary tensors {held} and the logits kept "
           "alive across suffix runs: the firmware's ZOEDGE_ARENA_SIZE", "activations")
+    _scratch(b, graph, engine, isa, plan.size)
 
     state = learner.state_bytes()
     vectors = [v for v in (learner.zo, learner.fc) if v is not None]
@@ -546,21 +563,27 @@ def _fo(run: dict, config, code_bytes) -> Budget:
 
 
 # -- the entry point ---------------------------------------------------------------------------------------
-def estimate(run: dict, config, configuration: str, code_bytes: dict | None = None, *, persist: bool = False) -> Budget:
+def estimate(run: dict, config, configuration: str, code_bytes: dict | None = None, *, persist: bool = False,
+             isa: str = "dsp") -> Budget:
     """The RAM and flash budget of ``run``'s model (``zo_edge.build.load_run``) in one configuration.
 
     ``config``: a ``LearnerConfig``; ``code_bytes``: ``{"target": name, "bytes": n}`` from a measured build
-    replaces the code estimate; ``persist``: zo-fc also holds a state save buffer."""
+    replaces the code estimate; ``persist``: zo-fc also holds a state save buffer; ``isa``: the kernels'
+    instruction set on the target (``kernel_spec.CORE_ISA`` of its core; "dsp": Cortex-M4/M7/M33), which
+    sizes their scratch."""
     if configuration not in CONFIGURATIONS:
         raise ZoEdgeError(f"unknown configuration {configuration!r}; choose one of {', '.join(CONFIGURATIONS)}")
+    if isa not in kernel_spec.ISAS:
+        raise ZoEdgeError(f"unknown instruction set {isa!r}; one of {', '.join(kernel_spec.ISAS)}")
     config.check()
     if configuration == "inference":
-        return _inference(run, config, code_bytes)
+        return _inference(run, config, code_bytes, isa)
     if configuration == "zo-fc":
-        return _zo_fc(run, config, code_bytes, persist)
+        return _zo_fc(run, config, code_bytes, persist, isa)
     return _fo(run, config, code_bytes)
 
 
-def estimate_all(run: dict, config, code_bytes: dict | None = None, *, persist: bool = False) -> dict[str, Budget]:
+def estimate_all(run: dict, config, code_bytes: dict | None = None, *, persist: bool = False,
+                 isa: str = "dsp") -> dict[str, Budget]:
     """``estimate`` for every configuration, in ``CONFIGURATIONS`` order."""
-    return {c: estimate(run, config, c, code_bytes, persist=persist) for c in CONFIGURATIONS}
+    return {c: estimate(run, config, c, code_bytes, persist=persist, isa=isa) for c in CONFIGURATIONS}

@@ -68,13 +68,15 @@ def profile(run: dict, config, device: Device, methods="zo-fc", code_bytes: dict
     ``methods`` ('all', one configuration or a list); every configuration is estimated either way, so the
     cost of training over inference is always there to compare.
     """
+    from zo_edge.kernel_spec import CORE_ISA
     from zo_edge.memory import estimate
 
     selected = resolve_methods(methods)
     dev = device.to_json()
+    isa = CORE_ISA[device.core]
     configurations = {}
     for name in _configurations():
-        budget = estimate(run, config, name, code_bytes)
+        budget = estimate(run, config, name, code_bytes, isa=isa)
         entry = budget.to_json()
         ram, flash = int(budget.ram_bytes), int(budget.flash_bytes)
         entry.update({
@@ -97,7 +99,43 @@ def profile(run: dict, config, device: Device, methods="zo-fc", code_bytes: dict
         "configurations": configurations,
         "fits": all(configurations[name]["fits"] for name in selected),
         "verdicts": verdicts,
+        "time": timing(run, config, device),
     }
+
+
+TIME_NOTE = ("a lower bound: instructions / clock, at least one cycle per instruction (loads, multiplies and "
+             "flash wait states take more on silicon); instructions {how}")
+
+
+def timing(run, config, device: Device) -> dict:
+    """Time per inference and per zo-fc step on the device: instructions / clock_hz, a lower bound.
+
+    Instructions are estimated from the graph (``kernel_spec.INSTRUCTIONS``, per path and instruction set,
+    measured in QEMU); a step is B prefix passes and (2q+1)·B suffix passes (a measured step adds perturbing,
+    the loss and the updates). ``attach_measured`` puts a firmware's exact counts in their place."""
+    from zo_edge import kernel_spec, planner
+
+    isa = kernel_spec.CORE_ISA[device.core]
+    graph = run.graph
+    layers = kernel_spec.model_layers(graph)
+    prefix_ops = planner.split_schedules(graph, run.plan.trainable_indices()).prefix_ops
+    inference = kernel_spec.estimated_instructions(layers, isa)
+    prefix = kernel_spec.estimated_instructions([(i, lay) for i, lay in layers if i in prefix_ops], isa)
+    step = config.batch_size * prefix + (2 * config.q + 1) * config.batch_size * (inference - prefix)
+    how = (f"estimated from the graph at the {isa} kernels' measured instructions per MAC (zo_edge.kernel_spec); "
+           f"a zo-fc step as B = {config.batch_size} prefix and (2q+1)·B = {(2 * config.q + 1) * config.batch_size} "
+           "suffix passes")
+    clock = device.clock_hz
+    return {"clock_hz": clock, "isa": isa, "instructions": {"inference": int(inference), "train_step": int(step)},
+            "seconds_at_least": {"inference": inference / clock, "train_step": step / clock},
+            "measured": False, "note": TIME_NOTE.format(how=how)}
+
+
+def format_time(time: dict) -> str:
+    ins, sec = time["instructions"], time["seconds_at_least"]
+    return (f"time at {time['clock_hz'] / 1e6:g} MHz (lower bound: instructions / clock): inference "
+            f"{ins['inference']:,} instructions >= {1e3 * sec['inference']:.2f} ms, zo-fc step {ins['train_step']:,} "
+            f">= {1e3 * sec['train_step']:.1f} ms; {time['note']}")
 
 
 def _components(result: dict, memory: str) -> list[str]:
@@ -159,6 +197,8 @@ def format_profile(result: dict) -> str:
         lines.append("(* the configuration(s) --method selected)")
     lines.append("")
     lines.extend(result["verdicts"])
+    if result.get("time"):
+        lines.append(format_time(result["time"]))
     notes = {}
     for c in configs:
         for k, v in (result["configurations"][c].get("notes") or {}).items():
@@ -183,6 +223,14 @@ def attach_measured(result: dict, measured: dict) -> dict:
     estimate = result["configurations"]["zo-fc"]
     measured = dict(measured)
     measured["estimate"] = {"ram_bytes": estimate["ram_bytes"], "flash_bytes": estimate["flash_bytes"]}
+    counts = measured.get("instructions") or {}
+    if counts.get("inference") and "time" in result:  # exact counts replace the estimate
+        time, clock = result["time"], result["time"]["clock_hz"]
+        time["instructions"] = {k: int(counts.get(k) or time["instructions"][k]) for k in ("inference", "train_step")}
+        time["seconds_at_least"] = {k: v / clock for k, v in time["instructions"].items()}
+        time["measured"] = True
+        time["note"] = TIME_NOTE.format(how=f"measured exactly on {measured['board']} in QEMU (-icount; the "
+                                            "--firmware folder's batch and q)")
     measured["estimate_error"] = {k: round(estimate[k] / measured[k] - 1, 4) for k in ("ram_bytes", "flash_bytes")}
     result["measured"] = measured
     return result
