@@ -66,7 +66,7 @@ def _object_name(path: str) -> str:
 
 def measure_firmware(fw_dir, board: str = "mps2-an386", timeout_s: float = 600, log=print) -> dict:
     """Build the firmware for an mps2 board, run it once in QEMU, and measure the library's memory."""
-    from firmware_export.board import BOARDS, build
+    from firmware_export.board import BOARDS, TARGET_ISA, build
     from firmware_export.qemu import parse_output, run_qemu
     from zo_edge.errors import ZoEdgeError
 
@@ -82,6 +82,7 @@ def measure_firmware(fw_dir, board: str = "mps2-an386", timeout_s: float = 600, 
     infer, steps = list(app.infer_instructions.values()), list(app.step_instructions.values())
     return {
         "board": board,
+        "isa": TARGET_ISA[BOARDS[board].target],
         "instructions": {"inference": int(sum(infer) / len(infer)) if infer else None,
                          "train_step": int(sum(steps) / len(steps)) if steps else None},
         "library": parts["library"],

@@ -245,6 +245,12 @@ class Layer:
     def function(self) -> str:
         return self.kernel.functions[self.path]
 
+    @property
+    def struct_bytes(self) -> int:
+        """Bytes of the int32 fields of its zoedge_<struct>_params (an array field counts each element),
+        without the weighted kernels' two pointers."""
+        return 4 * sum(len(v) if isinstance(v, tuple) else 1 for v in self.fields.values())
+
     def scratch_bytes(self, isa: str) -> int:
         if isa not in ISAS:
             raise ValueError(f"unknown instruction set {isa!r}; known: {', '.join(ISAS)}")
