@@ -48,13 +48,14 @@ def _check_sources(fw_dir: Path) -> None:
                           "export wrote; export the firmware again")
 
 
-def _run_app(fw_dir: Path, board: str, timeout_s: float, compiler, log):
+def _run_app(fw_dir: Path, board: str, timeout_s: float, compiler, kernels, log):
     """Rebuild the app from the folder's sources, run it, parse its records: (elf, AppOutput, seconds)."""
     from firmware_export.board import BOARDS, build
     from firmware_export.qemu import parse_output, run_host, run_qemu
 
     _check_sources(fw_dir)
-    exe = build(fw_dir, board, log=log, compiler=compiler, rebuild=True)  # always from the folder's sources
+    # always from the folder's sources
+    exe = build(fw_dir, board, log=log, compiler=compiler, kernels=kernels, rebuild=True)
     log(f"running {exe.name} on {board}" + (" in QEMU" if BOARDS[board].machine else ""))
     t0 = time.perf_counter()
     result = run_qemu(exe, board, timeout_s) if BOARDS[board].machine else run_host(exe, timeout_s)
@@ -76,10 +77,11 @@ def _compare_outputs(app, want: np.ndarray) -> list[int]:
 
 
 def verify_firmware(fw_dir, board: str = "mps2-an386", steps: int | None = None, timeout_s: float = 600,
-                    compiler: str | None = None, log=print) -> dict:
+                    compiler: str | None = None, log=print, kernels: str = "optimised") -> dict:
     """Rebuild, run and compare (module docstring). Raises a one-line ZoEdgeError when nothing could be
     compared or the app did not show what was asked; returns the report (``differing_bytes`` > 0 when
-    the firmware and the simulator differ)."""
+    the firmware and the simulator differ). ``kernels``: "optimised" (the board core's DSP or MVE paths)
+    or "reference" (the reference loops on any core: ``board.build``)."""
     from firmware_export.board import BOARDS
     from firmware_export.export import read_export
 
@@ -87,12 +89,13 @@ def verify_firmware(fw_dir, board: str = "mps2-an386", steps: int | None = None,
     if board not in BOARDS:
         raise ZoEdgeError(f"unknown board {board!r} (--board); known: {', '.join(BOARDS)}")
     meta = read_export(fw_dir)
-    if meta["kind"] == "inference":
-        return _verify_inference(fw_dir, meta, board, steps, timeout_s, compiler, log)
-    return _verify_training(fw_dir, meta, board, steps, timeout_s, compiler, log)
+    verify = _verify_inference if meta["kind"] == "inference" else _verify_training
+    report = verify(fw_dir, meta, board, steps, timeout_s, compiler, kernels, log)
+    report["kernels"] = kernels
+    return report
 
 
-def _verify_inference(fw_dir, meta, board, steps, timeout_s, compiler, log) -> dict:
+def _verify_inference(fw_dir, meta, board, steps, timeout_s, compiler, kernels, log) -> dict:
     """An inference export: the app's output for every embedded sample against the engine's, and the
     engine's against TFLM's on the same samples."""
     from firmware_export.infer_export import read_inference_export
@@ -103,7 +106,7 @@ def _verify_inference(fw_dir, meta, board, steps, timeout_s, compiler, log) -> d
         raise ZoEdgeError(f"{fw_dir} is inference firmware (exported with --tflite): it has no training steps to "
                           "verify; leave out --steps")
     graph, x = read_inference_export(fw_dir, meta)
-    exe, app, seconds = _run_app(fw_dir, board, timeout_s, compiler, log)
+    exe, app, seconds = _run_app(fw_dir, board, timeout_s, compiler, kernels, log)
     (want,), _ = Engine(graph).run(x)
     want = np.ascontiguousarray(want).reshape(len(x), -1)
     (tflm,), _ = TflmOracle(graph.model_bytes).run([x])
@@ -116,7 +119,7 @@ def _verify_inference(fw_dir, meta, board, steps, timeout_s, compiler, log) -> d
     return report
 
 
-def _verify_training(fw_dir, meta, board, steps, timeout_s, compiler, log) -> dict:
+def _verify_training(fw_dir, meta, board, steps, timeout_s, compiler, kernels, log) -> dict:
     """A training export: every inference output and the learned state where the app prints it, against an
     Int8Learner of the same configuration replaying the same batches."""
     from firmware_export.export import learner_config, run_dir_of
@@ -139,7 +142,7 @@ def _verify_training(fw_dir, meta, board, steps, timeout_s, compiler, log) -> di
                           "export with --samples N or verify some steps")
     run = load_run(run_dir_of(fw_dir, meta))
     config = learner_config(meta)
-    exe, app, seconds = _run_app(fw_dir, board, timeout_s, compiler, log)
+    exe, app, seconds = _run_app(fw_dir, board, timeout_s, compiler, kernels, log)
 
     # the simulator, on the same samples and batches
     learner = make_learner(run, config)
