@@ -2,6 +2,7 @@
 
     python benchmarks/firmware.py [--runs DIR ...] [--tflite A.tflite B.tflite ...] [--boards B ...]
                                   [--step-boards B ...] [--samples 2] [--json] [--save results.json]
+    python benchmarks/firmware.py --fit results.json    # zo_edge.kernel_spec.INSTRUCTIONS from the per-op counts
 
 Models: the zoo's default model (DS-CNN on spoken digits, built into a temporary folder with a short
 pretraining unless --runs gives run folders; --runs with no folder skips it) and every --tflite. Each is
@@ -34,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from firmware_export.board import BOARDS, TARGET_ISA  # noqa: E402
 from firmware_export.verify import verify_firmware  # noqa: E402
+from zo_edge import kernel_spec  # noqa: E402
+from zo_edge.cost import op_macs  # noqa: E402
 
 DEFAULT_BOARDS = ("mps2-an385", "mps2-an386", "mps2-an500", "mps2-an505", "mps3-an547")  # M3, M4F, M7, M33, M55
 STEP_BOARDS = ("mps2-an386", "mps3-an547")
@@ -88,22 +91,25 @@ def tflm_min_arena(model_bytes: bytes, x: np.ndarray) -> int:
     return hi
 
 
-def by_op(ops: list[dict]) -> dict:
-    """Instructions and MACs per op type and kernel path (``op path``), in first-seen order."""
+def by_op(ops: list[dict], terms: dict) -> dict:
+    """Instructions and MACs per op type and kernel path (``op path``), in first-seen order, with the summed
+    work terms of ``kernel_spec.layer_terms`` (``terms``: op index -> terms) that ``fit`` needs."""
     groups: dict[str, dict] = {}
     for row in ops:
         if row["instructions"] is None:
             continue
-        g = groups.setdefault(f"{row['op']} {row['path']}", {"ops": 0, "macs": 0, "instructions": 0})
+        g = groups.setdefault(f"{row['op']} {row['path']}", {"ops": 0, "macs": 0, "instructions": 0, "terms": {}})
         g["ops"] += 1
         g["macs"] += row["macs"]
         g["instructions"] += row["instructions"]
+        for term, n in terms.get(row["index"], {}).items():
+            g["terms"][term] = g["terms"].get(term, 0) + n
     for g in groups.values():
         g["per_mac"] = round(g["instructions"] / g["macs"], 3) if g["macs"] else None
     return groups
 
 
-def measure(fw: Path, board: str, kernels: str) -> dict:
+def measure(fw: Path, board: str, kernels: str, terms: dict) -> dict:
     """One verified run: its instruction counts, or a refusal when any byte differs."""
     report = verify_firmware(fw, board, log=quiet, kernels=kernels)
     if report["differing_bytes"] or not report["compared_bytes"]:
@@ -114,7 +120,7 @@ def measure(fw: Path, board: str, kernels: str) -> dict:
            "isa": "ref" if kernels == "reference" else TARGET_ISA[BOARDS[board].target],
            "compared_bytes": report["compared_bytes"], "differing_bytes": 0}
     if report["kind"] == "inference":
-        row.update(instructions=ins["inference"], per_mac=ins["per_mac"], by_op=by_op(report["ops"]))
+        row.update(instructions=ins["inference"], per_mac=ins["per_mac"], by_op=by_op(report["ops"], terms))
     else:
         row.update(instructions=ins["train_step"], breakdown=ins["breakdown"], inference=ins["inference"])
     return row
@@ -138,13 +144,11 @@ def bench_inference(name: str, tflite: Path, work: Path, boards, samples: int, l
                          "arena_plus_scratch_bytes": {isa: arena + (padding + n if n else 0)
                                                       for isa, n in scratch.items()},
                          "tflm_min_arena_bytes": tflm_min_arena(graph.model_bytes, x)}}
+    terms = {index: kernel_spec.layer_terms(lay) for index, lay in kernel_spec.model_layers(graph)}
     for board in boards:
         for kernels in kernel_sets(board):
             log(f"{name}: {board} {kernels} kernels")
-            row = measure(fw, board, kernels)
-            result["boards"].append(row)
-    from zo_edge.cost import op_macs
-
+            result["boards"].append(measure(fw, board, kernels, terms))
     result["macs"] = sum(op_macs(op, graph) for op in graph.ops)
     return result
 
@@ -160,8 +164,43 @@ def bench_step(name: str, run_dir: Path, work: Path, boards, log) -> dict:
     for board in boards:
         for kernels in kernel_sets(board):
             log(f"{name} zo-fc step: {board} {kernels} kernels")
-            rows.append(measure(fw, board, kernels))
+            rows.append(measure(fw, board, kernels, {}))
     return {"model": name, "config": dict(method="zo-fc", **STEP), "boards": rows}
+
+
+FIT_BOARDS = {"ref": "mps2-an385", "dsp": "mps2-an386", "mve": "mps3-an547"}  # M3, M4F, M55
+
+
+def fit(results: dict) -> tuple[dict, list[str]]:
+    """kernel_spec.INSTRUCTIONS fitted to the measured per-op counts (non-negative least squares per path and
+    instruction set over the models), and per model how far the fitted estimate is from the measurement."""
+    from scipy.optimize import nnls
+
+    points: dict[tuple, list] = {}
+    for r in results["inference"]:
+        for isa, board in FIT_BOARDS.items():
+            row = next((b for b in r["boards"] if b["board"] == board and b["kernels"] == "optimised"), None)
+            for key, g in (row["by_op"] if row else {}).items():
+                op, path = key.split(" ")
+                if (op, path) in kernel_spec.INSTRUCTIONS:
+                    points.setdefault((op, path, isa), []).append((g["terms"], g["instructions"]))
+    table = {key: dict(value) for key, value in kernel_spec.INSTRUCTIONS.items()}
+    for (op, path, isa), pts in sorted(points.items()):
+        names = kernel_spec.CONV_TERMS if op in ("CONV_2D", "DEPTHWISE_CONV_2D") else kernel_spec.OTHER_TERMS
+        a = np.array([[t.get(n, 0) for n in names] for t, _ in pts], float)
+        coef, _ = nnls(a, np.array([y for _, y in pts], float))
+        table[(op, path)][isa] = {n: float(f"{c:.4g}") for n, c in zip(names, coef) if c > 0}
+    checks = []
+    for r in results["inference"]:
+        parts = []
+        for isa, board in FIT_BOARDS.items():
+            row = next((b for b in r["boards"] if b["board"] == board and b["kernels"] == "optimised"), None)
+            if row:
+                est = sum(kernel_spec.path_instructions(*key.split(" "), g["terms"], isa, table)
+                          for key, g in row["by_op"].items() if tuple(key.split(" ")) in table)
+                parts.append(f"{isa} {est / row['instructions'] - 1:+.1%}")
+        checks.append(f"{r['model']}: fitted estimate vs measured per inference: {', '.join(parts)}")
+    return table, checks
 
 
 def _pair(rows, board) -> tuple[dict | None, dict]:
@@ -228,7 +267,16 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=2, help="samples embedded and verified per model")
     ap.add_argument("--json", action="store_true", help="print the results as JSON instead of the tables")
     ap.add_argument("--save", type=Path, help="also write the JSON to this file")
+    ap.add_argument("--fit", type=Path, help="measure nothing: print zo_edge.kernel_spec.INSTRUCTIONS fitted to the "
+                    "per-op counts of a --save file, and how far the fitted estimate is from each model's count")
     args = ap.parse_args()
+    if args.fit:
+        import pprint
+
+        table, checks = fit(json.loads(args.fit.read_text()))
+        print("INSTRUCTIONS = " + pprint.pformat(table, width=116, sort_dicts=False))
+        print("\n".join(checks))
+        return
 
     from zo_edge.build import build_run
 

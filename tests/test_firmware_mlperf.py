@@ -70,6 +70,14 @@ def test_mlperf_tiny_model_runs_exactly_as_firmware_in_qemu(mlperf_firmware, boa
     # the per-op list accounts for the whole graph's MACs, and each op with C was counted
     assert sum(row["macs"] for row in report["ops"]) == macs
     assert all(row["instructions"] for row in report["ops"] if row["path"] not in ("alias", "folded"))
+    # zo-edge profile's estimate for this core (kernel_spec.INSTRUCTIONS) is within 10% of the exact count
+    from firmware_export.board import BOARDS, TARGET_ISA
+    from zo_edge import kernel_spec
+    from zo_edge.qgraph import QGraph
+
+    layers = kernel_spec.model_layers(QGraph.load(mlperf_model(name)))
+    estimate = kernel_spec.estimated_instructions(layers, TARGET_ISA[BOARDS[board].target])
+    assert abs(estimate / ins["inference"] - 1) <= 0.10, (estimate, ins["inference"])
 
 
 def test_export_tflite_refuses_a_file_that_is_not_a_model(tmp_path):

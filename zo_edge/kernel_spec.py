@@ -290,46 +290,79 @@ def scratch_bytes(layers, isa: str) -> int:
 
 
 # -- instructions: the estimate when no firmware is measured -------------------------------------------
-# Instructions per multiply-accumulate (conv-like paths) or per output element (the others) of each path
-# on each instruction set, measured by benchmarks/firmware.py (QEMU, -icount: exact counts) on the default
-# DS-CNN and MLPerf Tiny's DS-CNN: Cortex-M3 for "ref", M4F for "dsp", M55 for "mve" (README: kernels).
-INSTRUCTIONS = {
-    ("CONV_2D", "1x1"): {"ref": 7.32, "dsp": 1.33, "mve": 0.28},
-    ("CONV_2D", "general"): {"ref": 13.5, "dsp": 1.91, "mve": 0.45},
-    ("DEPTHWISE_CONV_2D", "3x3"): {"ref": 17.0, "dsp": 4.16, "mve": 1.75},
-    ("DEPTHWISE_CONV_2D", "general"): {"ref": 17.0, "dsp": 4.5, "mve": 2.2},
-    ("FULLY_CONNECTED", "general"): {"ref": 8.3, "dsp": 8.3, "mve": 7.3},
-    ("ADD", "general"): {"ref": 45.0, "dsp": 13.9, "mve": 6.8},
-    ("MUL", "general"): {"ref": 20.0, "dsp": 10.0, "mve": 4.0},
-    ("MEAN", "general"): {"ref": 6.5, "dsp": 2.2, "mve": 1.1},
-    ("AVERAGE_POOL_2D", "general"): {"ref": 8.0, "dsp": 2.0, "mve": 1.0},
-    ("MAX_POOL_2D", "general"): {"ref": 8.0, "dsp": 8.0, "mve": 8.0},
-    ("SOFTMAX", "general"): {"ref": 140.0, "dsp": 140.0, "mve": 140.0},
-}
-PER_ELEMENT = {"ADD": "size", "MUL": "size"}  # ops whose INSTRUCTIONS count per output element
+# A path's instructions on an instruction set are a sum of per-unit costs over the layer's work terms
+# (``layer_terms``): per multiply-accumulate (per element read, for ops without MACs), per output element, per
+# im2col entry (a conv's input-window elements: MACs / out_c, what the SIMD paths copy), per kernel tap of an
+# output (MACs / in_c: the reference loops' per-tap overhead), per input element of a conv-like layer (the
+# bands and channel planes the SIMD paths fill) and per call. Fitted (non-negative least squares)
+# by ``python benchmarks/firmware.py --fit docs/firmware_benchmark.json`` to the per-op counts measured in QEMU
+# (-icount: exact) on the default DS-CNN and five MLPerf Tiny models: Cortex-M3 for "ref", M4F for "dsp", M55
+# for "mve". MUL and MAX_POOL_2D are in none of those models: rough per-element figures, not measured.
+TERMS = ("macs", "outputs", "columns", "taps", "inputs", "calls")
+CONV_TERMS = ("macs", "outputs", "columns", "taps", "inputs")  # what the fit uses for the conv-like paths
+OTHER_TERMS = ("macs", "calls")  # and for the others
+INSTRUCTIONS = {('CONV_2D', '1x1'): {'ref': {'macs': 5.978, 'outputs': 71.11},
+                      'dsp': {'macs': 0.4226, 'outputs': 58.78},
+                      'mve': {'macs': 0.07378, 'outputs': 13.68}},
+ ('CONV_2D', 'general'): {'ref': {'macs': 5.636, 'taps': 26.63, 'inputs': 79.2},
+                          'dsp': {'macs': 0.7312, 'taps': 1.152, 'inputs': 66.49},
+                          'mve': {'macs': 0.1526, 'taps': 0.2974, 'inputs': 12.59}},
+ ('DEPTHWISE_CONV_2D', '3x3'): {'ref': {'macs': 34.83, 'inputs': 2.604},
+                                'dsp': {'macs': 4.375},
+                                'mve': {'inputs': 17.61}},
+ ('DEPTHWISE_CONV_2D', 'general'): {'ref': {'macs': 58.86}, 'dsp': {'macs': 45.81}, 'mve': {'macs': 49.59}},
+ ('FULLY_CONNECTED', 'general'): {'ref': {'macs': 7.443, 'calls': 366.7},
+                                  'dsp': {'macs': 7.447, 'calls': 371.5},
+                                  'mve': {'macs': 6.462, 'calls': 380.0}},
+ ('ADD', 'general'): {'ref': {'macs': 128.7},
+                      'dsp': {'macs': 13.0, 'calls': 6329.0},
+                      'mve': {'macs': 6.75, 'calls': 196.0}},
+ ('MUL', 'general'): {'ref': {'macs': 20.0}, 'dsp': {'macs': 10.0}, 'mve': {'macs': 4.0}},
+ ('MEAN', 'general'): {'ref': {'macs': 6.525}, 'dsp': {'macs': 2.237}, 'mve': {'macs': 1.067}},
+ ('AVERAGE_POOL_2D', 'general'): {'ref': {'macs': 6.772, 'calls': 10100.0},
+                                  'dsp': {'macs': 0.8108, 'calls': 8887.0},
+                                  'mve': {'calls': 6877.0}},
+ ('MAX_POOL_2D', 'general'): {'ref': {'macs': 8.0}, 'dsp': {'macs': 8.0}, 'mve': {'macs': 8.0}},
+ ('SOFTMAX', 'general'): {'ref': {'macs': 109.7, 'calls': 1288.0},
+                          'dsp': {'macs': 109.0, 'calls': 1281.0},
+                          'mve': {'macs': 111.3, 'calls': 1353.0}}}
 
 
-def layer_work(lay: Layer) -> int:
-    """What INSTRUCTIONS multiplies: a conv-like layer's MACs per sample, else its elements."""
+def layer_terms(lay: Layer) -> dict[str, int]:
+    """The work terms INSTRUCTIONS' costs multiply, per sample (the comment above INSTRUCTIONS)."""
     f = lay.fields
     op = lay.kernel.opcode
-    if op == "CONV_2D":
-        return f["out_h"] * f["out_w"] * f["out_c"] * f["kernel_h"] * f["kernel_w"] * f["in_c"]
-    if op == "DEPTHWISE_CONV_2D":
-        return f["out_h"] * f["out_w"] * f["out_c"] * f["kernel_h"] * f["kernel_w"]
-    if op == "FULLY_CONNECTED":
-        return f["rows"] * f["units"] * f["depth"]
-    if op in ("ADD", "MUL"):
-        return f["size"]
-    if op == "MEAN":
-        return f["outer"] * f["count"] * f["inner"]
-    if op in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
-        return f["out_h"] * f["out_w"] * f["channels"] * f["filter_h"] * f["filter_w"]
-    return f["rows"] * f["depth"]  # SOFTMAX
+    terms = dict.fromkeys(TERMS, 0)
+    terms["calls"] = 1
+    if op in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        outputs = f["out_h"] * f["out_w"] * f["out_c"]
+        taps = outputs * f["kernel_h"] * f["kernel_w"]
+        macs = taps * (f["in_c"] if op == "CONV_2D" else 1)
+        columns = macs // f["out_c"] if op == "CONV_2D" else 0
+        terms.update(macs=macs, outputs=outputs, columns=columns, taps=taps, inputs=f["in_h"] * f["in_w"] * f["in_c"])
+    elif op == "FULLY_CONNECTED":
+        terms.update(macs=f["rows"] * f["units"] * f["depth"], outputs=f["rows"] * f["units"])
+    elif op in ("ADD", "MUL"):
+        terms.update(macs=f["size"], outputs=f["size"])
+    elif op == "MEAN":
+        terms.update(macs=f["outer"] * f["count"] * f["inner"], outputs=f["outer"] * f["inner"])
+    elif op in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+        outputs = f["out_h"] * f["out_w"] * f["channels"]
+        terms.update(macs=outputs * f["filter_h"] * f["filter_w"], outputs=outputs)
+    else:  # SOFTMAX
+        terms.update(macs=f["rows"] * f["depth"], outputs=f["rows"] * f["depth"])
+    return terms
+
+
+def path_instructions(opcode: str, path: str, terms: dict, isa: str, table: dict | None = None) -> float:
+    """Instructions of one path for the given work terms (of one layer, or summed over several: the costs
+    are linear) by ``table`` (default INSTRUCTIONS)."""
+    costs = (table or INSTRUCTIONS)[(opcode, path)][isa]
+    return sum(cost * terms.get(term, 0) for term, cost in costs.items())
 
 
 def estimated_instructions(layers, isa: str) -> int:
     """Instructions the layers ((op index, Layer) pairs) take on an instruction set, by INSTRUCTIONS."""
     if isa not in ISAS:
         raise ValueError(f"unknown instruction set {isa!r}; known: {', '.join(ISAS)}")
-    return int(round(sum(INSTRUCTIONS[(lay.kernel.opcode, lay.path)][isa] * layer_work(lay) for _, lay in layers)))
+    return int(round(sum(path_instructions(lay.kernel.opcode, lay.path, layer_terms(lay), isa) for _, lay in layers)))

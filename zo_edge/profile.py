@@ -111,8 +111,8 @@ LOWER_BOUND = ("a lower bound: instructions / clock, at least one cycle per inst
 def timing(run, config, device: Device) -> dict:
     """Time per inference and per zo-fc step on the device: instructions / clock_hz, a lower bound.
 
-    Instructions are estimated from the graph (``kernel_spec.INSTRUCTIONS``, per path and instruction set,
-    measured in QEMU); a step is B prefix passes and (2q+1)·B suffix passes (a measured step adds perturbing,
+    Instructions are estimated from the graph (``kernel_spec.INSTRUCTIONS``: per path and instruction set,
+    fitted to QEMU's exact counts); a step is B prefix passes and (2q+1)·B suffix passes (a measured step adds perturbing,
     the loss and the updates). ``attach_measured`` puts a firmware's exact counts in their place."""
     from zo_edge import kernel_spec, planner
 
@@ -127,7 +127,7 @@ def timing(run, config, device: Device) -> dict:
     instructions = {"inference": int(inference), "train_step": int(step)}
     return {"clock_hz": device.clock_hz, "isa": isa, "measured": False, "instructions": instructions,
             "seconds_at_least": _seconds(instructions, device.clock_hz), "lower_bound": LOWER_BOUND,
-            "basis": f"estimated from the graph at the {isa} kernels' instructions per MAC measured in QEMU "
+            "basis": f"estimated from the graph by the {isa} kernels' per-path costs fitted to QEMU counts "
                      f"(zo_edge.kernel_spec.INSTRUCTIONS); a zo-fc step as B = {config.batch_size} prefix and "
                      f"(2q+1)·B = {passes} suffix passes, without perturbing, the loss and the update"}
 
