@@ -139,7 +139,7 @@ def bench_inference(name: str, tflite: Path, work: Path, boards, samples: int, l
     graph, x = read_inference_export(fw, json.loads((fw / "export.json").read_text()))
     arena, scratch = meta["arena_bytes"], meta["scratch_bytes"]
     padding = -arena % 8  # the scratch starts 8-aligned after the arena (ZOEDGE_SCRATCH_OFFSET)
-    result = {"model": name, "source": str(tflite), "macs": None, "boards": [],
+    result = {"model": name, "source": str(tflite), "macs": sum(op_macs(op, graph) for op in graph.ops), "boards": [],
               "memory": {"arena_bytes": arena, "scratch_bytes": scratch,
                          "arena_plus_scratch_bytes": {isa: arena + (padding + n if n else 0)
                                                       for isa, n in scratch.items()},
@@ -149,7 +149,6 @@ def bench_inference(name: str, tflite: Path, work: Path, boards, samples: int, l
         for kernels in kernel_sets(board):
             log(f"{name}: {board} {kernels} kernels")
             result["boards"].append(measure(fw, board, kernels, terms))
-    result["macs"] = sum(op_macs(op, graph) for op in graph.ops)
     return result
 
 

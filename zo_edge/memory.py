@@ -26,9 +26,10 @@ Configurations (``CONFIGURATIONS``):
 
 RAM components are static (arena, state, buffers) plus the stack estimate; flash components are the
 constants the C stores plus code. The kernels' scratch (``zo_edge.kernel_spec``: im2col columns, channel
-planes, ADD's tables; one region after the arena, as large as the largest layer's need) depends on the
-instruction set the target compiles the kernels for (``isa``: "ref", "dsp" or "mve"). Persisting the learned state needs a RAM buffer of the state blob's
-size (``zoedge_train_state_save`` writes one); ``estimate(..., persist=True)`` adds it to zo-fc.
+planes, ADD's tables; one region after the arena, as large as the largest layer's need) and their code
+depend on the instruction set the target compiles the kernels for (``isa``: "ref", "dsp" or "mve").
+Persisting the learned state needs a RAM buffer of the state blob's size (``zoedge_train_state_save``
+writes one); ``estimate(..., persist=True)`` adds it to zo-fc.
 """
 
 from __future__ import annotations
