@@ -50,8 +50,7 @@ TARGETS = {
     "cortex-m55": ("-mcpu=cortex-m55", "-mthumb", "-mfloat-abi=hard"),
 }
 # the kernels' instruction set per target (zo_edge.kernel_spec.ISAS; what the compiler's feature macros pick)
-TARGET_ISA = {"cortex-m0plus": "ref", "cortex-m3": "ref", "cortex-m4": "dsp", "cortex-m7": "dsp",
-              "cortex-m33": "dsp", "cortex-m55": "mve"}
+TARGET_ISA = {target: kernel_spec.CORE_ISA[target] for target in TARGETS}
 
 
 @dataclass(frozen=True)

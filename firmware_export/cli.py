@@ -23,36 +23,68 @@ def _boards():
 
 
 @click.command("export")
-@click.argument("run_dir", type=existing_folder())
+@click.argument("run_dir", type=existing_folder(), required=False)
+@click.option("--tflite", "tflite_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Inference firmware for this int8 .tflite instead of a run folder (no train step).")
 @click.option("--target", type=click.Choice(_targets()), default="cortex-m4", show_default=True,
               help="Default core of the Makefile.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Firmware folder to write.")
 @click.option("--samples", default=8, show_default=True, type=click.IntRange(0, 100000),
-              help="Test samples the example app embeds and infers.")
+              help="Samples the example app embeds and infers: the run's first test samples, or random int8 "
+                   "samples with --tflite.")
+@click.option("--inputs", "inputs_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --tflite: the samples to embed, an .npy of int8 samples (or float features, quantised "
+                   "with the model's input scale) instead of random ones.")
 @click.option("--steps", default=10, show_default=True, type=click.IntRange(0, 1000000),
               help="Training steps (full batches of the first task) the app embeds.")
 @click.option("--every", default=5, show_default=True, type=click.IntRange(1, 1000000),
               help="The app prints its learned state every N steps (and after the last).")
 @force_option("firmware folder")
 @learner_options
-def export_cmd(run_dir, target, out_dir, samples, steps, every, force, config_file, **flags):
+@click.pass_context
+def export_cmd(ctx, run_dir, tflite_file, target, out_dir, samples, inputs_file, steps, every, force, config_file,
+               **flags):
     """Write a self-contained C99 firmware folder: model arrays, kernels, the ZO-FC train step, persistence,
-    and an example app with a Makefile for host and Cortex-M (QEMU mps2 boards).
+    and an example app with a Makefile for host and Cortex-M (QEMU mps2/mps3 boards). With --tflite instead
+    of RUN_DIR: the same folder for any supported int8 .tflite, inference only.
 
     \b
-    Example:
+    Examples:
       zo-edge export runs/kws --target cortex-m4 --batch-size 8 --out fw/
+      zo-edge export --tflite model.tflite --target cortex-m55 --inputs x.npy --out fw/
       make -C fw host && fw/build/host-gcc/zoedge_app
       zo-edge verify-firmware fw/ --board mps2-an386
     """
-    from firmware_export.export import export_firmware
-    from sim.commands import resolve_config
+    from zo_edge.errors import ZoEdgeError
 
-    flags = {k: v for k, v in flags.items() if v is not None}
-    flags.setdefault("mode", "int8")
-    config, _ = resolve_config(flags, config_file)
-    export_firmware(run_dir, out_dir, config, target=target, samples=samples, steps=steps, every=every,
-                    force=force, inputs=(config_file,), log=lambda m: click.echo(m, err=True))
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    if (run_dir is None) == (tflite_file is None):
+        raise ZoEdgeError("give a run folder (RUN_DIR) or --tflite MODEL.tflite, not both and not neither")
+    if tflite_file is not None:
+        given = [f"--{name}" for name in ("steps", "every") if ctx.get_parameter_source(name).name == "COMMANDLINE"]
+        given += [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
+        given += ["--config"] if config_file is not None else []
+        if given:
+            raise ZoEdgeError(f"{', '.join(given)} need a run folder: --tflite firmware infers only (build a run with "
+                              f"`zo-edge build --tflite {tflite_file} --data DATA.npz` to train)")
+        if inputs_file is None and samples == 0:
+            raise ZoEdgeError("--samples 0 leaves verify-firmware nothing to compare; embed at least one sample")
+        from firmware_export.infer_export import export_inference
+
+        export_inference(tflite_file, out_dir, target=target, samples=samples, inputs_path=inputs_file, force=force,
+                         log=log)
+    else:
+        if inputs_file is not None:
+            raise ZoEdgeError("--inputs goes with --tflite; a run folder's firmware embeds its own test samples "
+                              "(--samples N)")
+        from firmware_export.export import export_firmware
+        from sim.commands import resolve_config
+
+        flags = {k: v for k, v in flags.items() if v is not None}
+        flags.setdefault("mode", "int8")
+        config, _ = resolve_config(flags, config_file)
+        export_firmware(run_dir, out_dir, config, target=target, samples=samples, steps=steps, every=every,
+                        force=force, inputs=(config_file,), log=log)
     click.echo(f"{out_dir}: see {Path(out_dir) / 'README.md'}; check it with `zo-edge verify-firmware {out_dir}`")
 
 

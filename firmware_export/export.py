@@ -96,6 +96,7 @@ def export_firmware(run_dir, out_dir, config, target: str = "cortex-m4", samples
                            memory=[("activation arena", model.arena.size), ("training state", train.state_bytes)])
         meta = {
             "format": FORMAT,
+            "kind": "training",
             "run_dir": str(run.path.resolve()),
             # the same, from the firmware folder: found again when both are moved together
             "run_dir_relative": os.path.relpath(run.path.resolve(), Path(out).resolve()),
@@ -128,7 +129,24 @@ def read_export(fw_dir) -> dict:
         raise ZoEdgeError(f"{path} is not valid JSON ({exc.msg}); export the firmware again") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ZoEdgeError(f"{path} is not a zo-edge firmware export ({FORMAT}); export the firmware again")
+    meta.setdefault("kind", "training")  # exports before --tflite carry no kind
     train, samples = meta.get("train"), meta.get("samples")
+    if meta["kind"] == "inference":
+        checks = (
+            ("model", isinstance(meta.get("model"), str)),
+            ("model_sha256", isinstance(meta.get("model_sha256"), str)),
+            ("samples.count", isinstance(samples, dict) and isinstance(samples.get("count"), int)),
+            ("samples.file", isinstance(samples, dict) and isinstance(samples.get("file"), str)),
+        )
+    elif meta["kind"] == "training":
+        checks = ()
+    else:
+        raise ZoEdgeError(f"{path}: kind {meta['kind']!r} is not inference or training; export the firmware again")
+    problems = [key for key, ok in checks if not ok]
+    if problems:
+        raise ZoEdgeError(f"{path}: {problems[0]} is missing or malformed; export the firmware again")
+    if meta["kind"] == "inference":
+        return meta
     problems = [key for key, ok in (
         ("run_dir", isinstance(meta.get("run_dir"), str)),
         ("learner", isinstance(meta.get("learner"), dict)),

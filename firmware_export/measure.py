@@ -66,7 +66,7 @@ def _object_name(path: str) -> str:
 
 def measure_firmware(fw_dir, board: str = "mps2-an386", timeout_s: float = 600, log=print) -> dict:
     """Build the firmware for an mps2 board, run it once in QEMU, and measure the library's memory."""
-    from firmware_export.board import BOARDS, build
+    from firmware_export.board import BOARDS, TARGET_ISA, build
     from firmware_export.qemu import parse_output, run_qemu
     from zo_edge.errors import ZoEdgeError
 
@@ -79,8 +79,12 @@ def measure_firmware(fw_dir, board: str = "mps2-an386", timeout_s: float = 600, 
         raise ZoEdgeError(f"the firmware on {board} failed: {app.errors[0] if app.errors else app.status}")
     parts = split_sizes(elf)
     lib_flash, lib_ram = parts["library"]["flash_bytes"], parts["library"]["ram_static_bytes"]
+    infer, steps = list(app.infer_instructions.values()), list(app.step_instructions.values())
     return {
         "board": board,
+        "isa": TARGET_ISA[BOARDS[board].target],
+        "instructions": {"inference": int(sum(infer) / len(infer)) if infer else None,
+                         "train_step": int(sum(steps) / len(steps)) if steps else None},
         "library": parts["library"],
         "stack_high_water_bytes": app.stack_bytes,
         "ram_bytes": lib_ram + app.stack_bytes,

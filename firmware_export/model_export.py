@@ -110,7 +110,8 @@ def _op_entry(step, graph, root: dict, prefix_ops: set, where: dict) -> dict:
         entry["kind"] = "alias" if op.opcode in ALIAS_OPS else "folded"
         return entry
     layer = kernel_spec.layer(op, graph, p)
-    entry.update(function=layer.function, path=layer.path, fields=layer.fields, params_type=layer.kernel.struct,
+    entry.update(function=layer.function, path=layer.path, params_type=layer.kernel.struct,
+                 fields={k: kernel_spec.c_initializer(v) for k, v in layer.fields.items()},
                  scratch={isa: layer.scratch_bytes(isa) for isa in kernel_spec.ISAS},
                  takes_scratch=layer.kernel.takes_scratch, layer=layer)
     if layer.kernel.weighted:
@@ -121,10 +122,8 @@ def _op_entry(step, graph, root: dict, prefix_ops: set, where: dict) -> dict:
         if layer.kernel.weight_dependent_prepare and where.get(operands[1]) == "state":
             raise ZoEdgeError(f"{op.opcode} (op {op.index}): the {layer.path} path prepares from its filter, "
                               "which is trainable state here")
-    elif op.opcode in ("ADD",):
-        operands = op.inputs[:2]
     else:
-        operands = op.inputs[:1]  # MEAN's axes are in its fields
+        operands = op.inputs[: layer.kernel.inputs]  # MEAN's axes are in its fields
     entry["args"] = operands + [op.outputs[0]]
     return entry
 

@@ -48,23 +48,85 @@ def _check_sources(fw_dir: Path) -> None:
                           "export wrote; export the firmware again")
 
 
+def _run_app(fw_dir: Path, board: str, timeout_s: float, compiler, kernels, log):
+    """Rebuild the app from the folder's sources, run it, parse its records: (elf, AppOutput, seconds)."""
+    from firmware_export.board import BOARDS, build
+    from firmware_export.qemu import parse_output, run_host, run_qemu
+
+    _check_sources(fw_dir)
+    # always from the folder's sources
+    exe = build(fw_dir, board, log=log, compiler=compiler, kernels=kernels, rebuild=True)
+    log(f"running {exe.name} on {board}" + (" in QEMU" if BOARDS[board].machine else ""))
+    t0 = time.perf_counter()
+    result = run_qemu(exe, board, timeout_s) if BOARDS[board].machine else run_host(exe, timeout_s)
+    seconds = time.perf_counter() - t0
+    app = parse_output(result.stdout)
+    if app.errors or app.status != 0 or result.status != 0:
+        detail = app.errors[0] if app.errors else f"exit status {result.status}"
+        raise ZoEdgeError(f"the firmware on {board} failed: {detail}")
+    return exe, app, seconds
+
+
+def _compare_outputs(app, want: np.ndarray) -> list[int]:
+    """[differing, compared] bytes of the app's L records against the expected outputs [N, bytes]."""
+    part = [0, 0]
+    for i, row in enumerate(want):
+        part[0] += _differing(app.logits.get(i, b""), row.astype(np.int8).tobytes())
+        part[1] += len(row)
+    return part
+
+
 def verify_firmware(fw_dir, board: str = "mps2-an386", steps: int | None = None, timeout_s: float = 600,
-                    compiler: str | None = None, log=print) -> dict:
+                    compiler: str | None = None, log=print, kernels: str = "optimised") -> dict:
     """Rebuild, run and compare (module docstring). Raises a one-line ZoEdgeError when nothing could be
     compared or the app did not show what was asked; returns the report (``differing_bytes`` > 0 when
-    the firmware and the simulator differ)."""
-    from firmware_export.board import BOARDS, build
-    from firmware_export.export import learner_config, read_export, run_dir_of
-    from firmware_export.measure import split_sizes
-    from firmware_export.qemu import parse_output, run_host, run_qemu
-    from firmware_export.train_export import state_blob
-    from zo_edge.build import load_run
-    from zo_edge.learners import make_learner
+    the firmware and the simulator differ). ``kernels``: "optimised" (the board core's DSP or MVE paths)
+    or "reference" (the reference loops on any core: ``board.build``)."""
+    from firmware_export.board import BOARDS
+    from firmware_export.export import read_export
 
     fw_dir = Path(fw_dir)
     if board not in BOARDS:
         raise ZoEdgeError(f"unknown board {board!r} (--board); known: {', '.join(BOARDS)}")
     meta = read_export(fw_dir)
+    verify = _verify_inference if meta["kind"] == "inference" else _verify_training
+    report = verify(fw_dir, meta, board, steps, timeout_s, compiler, kernels, log)
+    report["kernels"] = kernels
+    return report
+
+
+def _verify_inference(fw_dir, meta, board, steps, timeout_s, compiler, kernels, log) -> dict:
+    """An inference export: the app's output for every embedded sample against the engine's, and the
+    engine's against TFLM's on the same samples."""
+    from firmware_export.infer_export import read_inference_export
+    from zo_edge.engine import Engine
+    from zo_edge.tflm import TflmOracle
+
+    if steps:
+        raise ZoEdgeError(f"{fw_dir} is inference firmware (exported with --tflite): it has no training steps to "
+                          "verify; leave out --steps")
+    graph, x = read_inference_export(fw_dir, meta)
+    exe, app, seconds = _run_app(fw_dir, board, timeout_s, compiler, kernels, log)
+    (want,), _ = Engine(graph).run(x)
+    want = np.ascontiguousarray(want).reshape(len(x), -1)
+    (tflm,), _ = TflmOracle(graph.model_bytes).run([x])
+    tflm = np.ascontiguousarray(tflm).reshape(want.shape).astype(want.dtype)
+    per_part = {"outputs": _compare_outputs(app, want),
+                "engine_vs_tflm": [int(np.count_nonzero(want.view(np.uint8) != tflm.view(np.uint8))), want.size]}
+    report = _report(fw_dir, board, per_part, samples=len(want), steps=0, states=0, seconds=seconds, app=app,
+                     kind="inference")
+    _add_counts(report, app, graph, exe, board)
+    return report
+
+
+def _verify_training(fw_dir, meta, board, steps, timeout_s, compiler, kernels, log) -> dict:
+    """A training export: every inference output and the learned state where the app prints it, against an
+    Int8Learner of the same configuration replaying the same batches."""
+    from firmware_export.export import learner_config, run_dir_of
+    from firmware_export.train_export import state_blob
+    from zo_edge.build import load_run
+    from zo_edge.learners import make_learner
+
     exported, every = meta["train"]["steps"], meta["train"]["every"]
     steps = exported if steps is None else steps
     if not 0 <= steps <= exported:
@@ -80,28 +142,14 @@ def verify_firmware(fw_dir, board: str = "mps2-an386", steps: int | None = None,
                           "export with --samples N or verify some steps")
     run = load_run(run_dir_of(fw_dir, meta))
     config = learner_config(meta)
-    _check_sources(fw_dir)
-
-    exe = build(fw_dir, board, log=log, compiler=compiler, rebuild=True)  # always from the folder's sources
-    log(f"running {exe.name} on {board}" + (" in QEMU" if BOARDS[board].machine else ""))
-    t0 = time.perf_counter()
-    result = run_qemu(exe, board, timeout_s) if BOARDS[board].machine else run_host(exe, timeout_s)
-    seconds = time.perf_counter() - t0
-    app = parse_output(result.stdout)
-    if app.errors or app.status != 0 or result.status != 0:
-        detail = app.errors[0] if app.errors else f"exit status {result.status}"
-        raise ZoEdgeError(f"the firmware on {board} failed: {detail}")
+    exe, app, seconds = _run_app(fw_dir, board, timeout_s, compiler, kernels, log)
 
     # the simulator, on the same samples and batches
     learner = make_learner(run, config)
     x_test = run.dataset.x_test[: meta["samples"]["count"]]
     # the app prints the graph's output (the logits, or the SOFTMAX after them), as zoedge_infer returns it
     want_logits = _graph_outputs(learner, x_test) if len(x_test) else np.zeros((0, 0), np.int8)
-    per_part = {"logits": [0, 0], "state": [0, 0]}
-    for i, row in enumerate(want_logits):
-        got = app.logits.get(i, b"")
-        per_part["logits"][0] += _differing(got, row.astype(np.int8).tobytes())
-        per_part["logits"][1] += len(row)
+    per_part = {"logits": _compare_outputs(app, want_logits), "state": [0, 0]}
     task = next(t for t in run.scenario.tasks if int(t.index) == meta["train"]["task"])
     if steps:
         learner.begin_task(task)
@@ -119,24 +167,69 @@ def verify_firmware(fw_dir, board: str = "mps2-an386", steps: int | None = None,
                 want = state_blob(learner)
                 per_part["state"][0] += _differing(got, want)
                 per_part["state"][1] += len(want)
-    differing = per_part["logits"][0] + per_part["state"][0]
-    compared = per_part["logits"][1] + per_part["state"][1]
-    if compared == 0:
-        raise ZoEdgeError(f"nothing was compared on {board} (0 bytes): the app printed no logits or state; "
-                          "export the firmware again")
+    report = _report(fw_dir, board, per_part, samples=len(want_logits), steps=steps, states=len(observed),
+                     seconds=seconds, app=app)
+    _add_counts(report, app, run.graph, exe, board, meta=meta, config=config, steps=steps, split_macs=learner.macs)
+    return report
 
-    report = {
+
+def _report(fw_dir, board, per_part, samples, steps, states, seconds, app, kind="training") -> dict:
+    differing = sum(v[0] for v in per_part.values())
+    compared = sum(v[1] for k, v in per_part.items() if k != "engine_vs_tflm")
+    if compared == 0:
+        raise ZoEdgeError(f"nothing was compared on {board} (0 bytes): the app printed no outputs or state; "
+                          "export the firmware again")
+    return {
         "board": board,
         "fw_dir": str(fw_dir),
+        "kind": kind,
         "differing_bytes": differing,
         "compared_bytes": compared,
         "compared": {k: {"differing_bytes": v[0], "compared_bytes": v[1]} for k, v in per_part.items()},
-        "samples": len(want_logits),
+        "samples": samples,
         "steps": steps,
-        "states_compared": len(observed),
+        "states_compared": states,
         "seconds": round(seconds, 2),
         "stack_bytes": app.stack_bytes,
     }
+
+
+def op_rows(graph, op_instructions: dict) -> list[dict]:
+    """One row per op of the graph: index, op type, kernel path (``zo_edge.kernel_spec``; "alias" or "folded"
+    for ops without C), MACs per sample (``zo_edge.cost.op_macs``) and the instructions the app measured for
+    it (None where it measured none)."""
+    from firmware_export.model_export import FOLDED_OPS
+    from zo_edge import kernel_spec
+    from zo_edge.cost import op_macs
+    from zo_edge.engine import Engine
+    from zo_edge.planner import ALIAS_OPS
+
+    rows = []
+    for step in Engine(graph).steps:
+        op = step.op
+        if op.opcode in ALIAS_OPS or op.opcode in FOLDED_OPS:
+            path = "alias" if op.opcode in ALIAS_OPS else "folded"
+        else:
+            path = kernel_spec.layer(op, graph, step.params).path
+        n = op_instructions.get(op.index)
+        rows.append({"index": op.index, "op": op.opcode, "path": path, "macs": op_macs(op, graph),
+                     "instructions": None if n is None else int(n)})
+    return rows
+
+
+def _add_counts(report, app, graph, exe, board, meta=None, config=None, steps=0, split_macs=None) -> None:
+    """Instructions (per inference, per step and phase, per op) and MACs beside them, and the ELF's memory."""
+    from firmware_export.board import BOARDS
+    from firmware_export.measure import split_sizes
+    from zo_edge.cost import op_macs
+
+    inference_macs = sum(op_macs(op, graph) for op in graph.ops)
+    report["macs"] = {"inference": inference_macs}
+    if split_macs is not None and steps:
+        passes = _suffix_passes(meta, config, steps)
+        prefix = config.batch_size * split_macs["prefix"]
+        suffix = int(np.mean(passes)) * split_macs["suffix"]
+        report["macs"].update(train_step=prefix + suffix, breakdown={"prefix": prefix, "suffix": suffix})
     if app.counts_instructions:
         infer = list(app.infer_instructions.values())
         step_counts = [v for k, v in app.step_instructions.items() if k < steps]
@@ -150,8 +243,11 @@ def verify_firmware(fw_dir, board: str = "mps2-an386", steps: int | None = None,
             "train_step": int(np.mean(step_counts)) if step_counts else None,
             "breakdown": {name: int(np.mean(v)) for name, v in phases.items()},
         }
+        if infer and inference_macs:
+            report["instructions"]["per_mac"] = round(float(np.mean(infer)) / inference_macs, 3)
         if step_counts and "suffix" in phases:
             report["instructions"]["cost"] = _step_cost(meta, config, steps, phases, step_counts)
+        report["ops"] = op_rows(graph, app.op_instructions)
     if BOARDS[board].machine:
         parts = split_sizes(exe)
         report["memory"] = {
@@ -161,7 +257,13 @@ def verify_firmware(fw_dir, board: str = "mps2-an386", steps: int | None = None,
             "note": "library = the zo-edge objects and the runtime helpers they use (what your firmware links); "
                     "app = the example app with its embedded samples and batches, the board layer and startup",
         }
-    return report
+
+
+def _suffix_passes(meta, config, steps) -> list[int]:
+    """Suffix passes of each of the first ``steps`` steps: 2q probes per sample (zeroth order) and one
+    more where the classifier trains."""
+    probes = 2 * config.q if config.method in ("zo-fc", "zo") else 0
+    return [config.batch_size * (probes + int(config.trains_classifier(e))) for e in meta["train"]["epochs"][:steps]]
 
 
 STEP_COST_BOUND = 1.15  # what perturbing, the loss and the classifier step may add over the suffix passes
@@ -171,8 +273,7 @@ def _step_cost(meta, config, steps, phases, step_counts) -> dict:
     """A step against its floor: B prefix passes + (2q+1)·B suffix passes + the update. ``ratio`` =
     (step − prefix) / ((2q+1)·B·suffix pass + update): what perturbing, the loss and the classifier
     step add on top of the suffix passes themselves (the issue's bound is 1.15)."""
-    probes = 2 * config.q if config.method in ("zo-fc", "zo") else 0
-    passes = [config.batch_size * (probes + int(config.trains_classifier(e))) for e in meta["train"]["epochs"][:steps]]
+    passes = _suffix_passes(meta, config, steps)
     suffix_pass = sum(phases["suffix"]) / max(sum(passes), 1)
     prefix = float(np.mean(phases.get("prefix", [0])))
     update = float(np.mean(phases.get("update", [0])))
@@ -186,15 +287,29 @@ def _step_cost(meta, config, steps, phases, step_counts) -> dict:
 
 def format_report(report: dict) -> str:
     verdict = "identical" if report["differing_bytes"] == 0 else "DIFFERENT"
+    what = (f"{report['samples']} inferences against the engine, the engine against TFLM"
+            if report.get("kind") == "inference" else
+            f"{report['samples']} inferences, the state at {report['states_compared']} points of "
+            f"{report['steps']} training steps")
     lines = [f"{report['board']}: {report['differing_bytes']} of {report['compared_bytes']} bytes differ ({verdict}; "
-             f"{report['samples']} inferences, the state at {report['states_compared']} points of "
-             f"{report['steps']} training steps)"]
+             f"{what})"]
     for part, c in report["compared"].items():
-        lines.append(f"  {part:7s} {c['differing_bytes']} of {c['compared_bytes']} bytes differ")
+        lines.append(f"  {part.replace('_', ' '):14s} {c['differing_bytes']} of {c['compared_bytes']} bytes differ")
     ins = report.get("instructions")
     if ins:
-        lines.append(f"  instructions per inference {ins['inference']:,}"
+        per_mac = f" ({ins['per_mac']:.2f} per MAC of {report['macs']['inference']:,})" if ins.get("per_mac") else ""
+        lines.append(f"  instructions per inference {ins['inference']:,}{per_mac}"
                      + (f", per training step {ins['train_step']:,}" if ins["train_step"] else ""))
+        by_type = {}
+        for row in report.get("ops", []):
+            if row["instructions"]:
+                entry = by_type.setdefault(f"{row['op']} {row['path']}", [0, 0])
+                entry[0] += row["instructions"]
+                entry[1] += row["macs"]
+        for name, (n, macs) in sorted(by_type.items(), key=lambda kv: -kv[1][0]):
+            lines.append(f"    {name:32s} {n:>12,}" + (f"  {n / macs:5.2f} per MAC" if macs else ""))
+        if ins["breakdown"]:
+            lines.append("  per phase of a training step:")
         for name, v in ins["breakdown"].items():
             lines.append(f"    {name:10s} {v:>14,}")
         cost = ins.get("cost")

@@ -220,7 +220,11 @@ ADD_SHAPES = [
     ([1, 7], [1, 1]),
     ([1, 3, 6], [1, 3, 1]),
 ]
-EQUAL_ADD_SHAPES = [s for s in ADD_SHAPES if s[0] == s[1]]  # what the firmware ADD takes
+EQUAL_ADD_SHAPES = [s for s in ADD_SHAPES if s[0] == s[1]]
+# an unfolded BatchNormalization: a per-channel constant against a feature map (and its 1-D and dense forms)
+BN_SHAPES = [([1, 4, 5, 6], [6]), ([1, 4, 5, 6], [1, 1, 1, 6]), ([1, 7, 9], [9]), ([1, 11], [11]),
+             ([1, 3, 4, 5], [1, 3, 1, 5])]
+WIDE_ADD_SHAPES = [([1, 9, 7, 24], [1, 9, 7, 24]), ([1, 12, 7, 16], [16]), ([1, 40, 13], [13]), ([1, 300], [1, 300])]
 
 
 def add_case(rng, shapes, variant=None):
@@ -246,6 +250,90 @@ def add_case(rng, shapes, variant=None):
     g.output(y)
     xa, xb = rand_int8(rng, [BATCH] + sa[1:]), rand_int8(rng, [BATCH] + sb[1:])
     return g, {"inputs": [xa, xb], "swapped": [xb, xa], "const": [xa], "self": [xa]}[variant]
+
+
+def _mul_scales(rng):
+    s1, s2 = pick_scale(rng), pick_scale(rng)
+    typical = s1 * s2 * 74.0 * 74.0 / 64.0  # the median product ~64 LSB of the output
+    s_out = typical * 10.0 ** (rng.uniform(-1.0, 1.0) if rng.random() < 0.75 else rng.uniform(-4.0, 3.0))
+    # QuantizeMultiplier's left shift may not overflow 255 * 255 in int32, nor the multiplier reach 2^31
+    s_out = max(s_out, s1 * s2 * 2.0 ** -14, s1 * s2 / 2.0 ** 30)
+    return s1, s2, s_out
+
+
+def mul_case(rng, shapes, variant=None):
+    """MUL with broadcasting; ``variant`` as for add_case (const: the second operand a constant, as an
+    unfolded BatchNormalization's scale)."""
+    sa, sb = shapes
+    s1, s2, s_out = _mul_scales(rng)
+    if variant is None:
+        batched = len(sb) == len(sa)  # a graph input carries the batch axis
+        variant = rng.choice(["inputs", "const", "const", "self"] if sa == sb else
+                             ["inputs", "const", "const"] if batched else ["const"])
+    g = GraphBuilder()
+    a = g.input(sa, scale=s1, zero_point=pick_zp(rng))
+    if variant == "const":
+        b = g.const_int8(rand_int8(rng, sb), s2, pick_zp(rng))
+    elif variant == "self":
+        b = a
+    else:
+        b = g.input(sb, scale=s2, zero_point=pick_zp(rng))
+    zp_out = pick_zp(rng)
+    g.output(g.mul(a, b, activation=pick_act(rng, s_out, zp_out), out_scale=s_out, out_zp=zp_out))
+    xa, xb = rand_int8(rng, [BATCH] + sa[1:]), rand_int8(rng, [BATCH] + sb[1:])
+    return g, {"inputs": [xa, xb], "const": [xa], "self": [xa]}[variant]
+
+
+def unfolded_batchnorm_case(rng, wide: bool = False):
+    """MUL then ADD by per-channel constants after a ReLU'd map, as the converter writes a Keras
+    BatchNormalization it cannot fold into the convolution before it."""
+    shape = [1, int(rng.integers(1, 9 if wide else 5)), int(rng.integers(1, 9 if wide else 5)),
+             int(rng.integers(1, 33 if wide else 7))]
+    channels = [shape[-1]] if rng.random() < 0.7 else [1, 1, 1, shape[-1]]
+    s_in = pick_scale(rng, "normal")
+    g = GraphBuilder()
+    x = g.input(shape, scale=s_in, zero_point=-128)  # a ReLU's output
+    s_gamma = float(log_uniform(rng, 1e-3, 3e-2))
+    s_mul = s_in * s_gamma * 128.0 * 10.0 ** rng.uniform(-1.0, 0.5) / 64.0
+    m = g.mul(x, g.const_int8(rand_int8(rng, channels), s_gamma, 0), out_scale=s_mul, out_zp=pick_zp(rng))
+    s_beta = float(log_uniform(rng, 1e-3, 1e-1))
+    s_out = max(s_mul, s_beta) * 10.0 ** rng.uniform(-0.5, 1.0)
+    s_out = max(s_out, 2.0 * max(s_mul, s_beta) / (1 << 20) * 1.01)
+    zp_out = pick_zp(rng)
+    g.output(g.add(m, g.const_int8(rand_int8(rng, channels), s_beta, pick_zp(rng)),
+                   activation=pick_act(rng, s_out, zp_out), out_scale=s_out, out_zp=zp_out))
+    return g, [rand_int8(rng, [BATCH] + shape[1:])]
+
+
+def expand_dims_case(rng):
+    """EXPAND_DIMS between 1-D layers, as Keras Conv1D converts: a 3-D sequence, an axis inserted (often
+    at 1 or 2), and when the new axis leads, a 1 x k CONV_2D over it and a RESHAPE back to 3-D."""
+    steps, features = int(rng.integers(2, 12)), int(rng.integers(1, 6))
+    axis = int(rng.choice([1, 2, -2, -3]))
+    convolve = axis in (1, -3) and rng.random() < 0.6
+    k, cout = int(rng.integers(1, min(steps, 3) + 1)), int(rng.integers(1, 5))
+    s_in, zp_in, w_scales, s_out, zp_out, bias = conv_scales(rng, cout, k * features)
+    g = GraphBuilder()
+    x = g.input([1, steps, features], scale=s_in, zero_point=zp_in)
+    y = g.expand_dims(x, axis)
+    if convolve:  # [1, 1, steps, features]: a 1 x k convolution over time
+        y = g.conv2d(y, rand_weights(rng, [cout, 1, k, features]), bias, w_scale=w_scales, padding="VALID",
+                     activation=pick_act(rng, s_out, zp_out), out_scale=s_out, out_zp=zp_out)
+        y = g.reshape(y, [1, g.shape_of(y)[2], cout])
+    g.output(y)
+    return g, [rand_int8(rng, [BATCH, steps, features])]
+
+
+def mul_extreme_case(rng, regimes):
+    """Both input scales and the output scale each ~1e-6 or ~1e3; the output scale raised where the
+    multiplier would pass 2^14 (TFLM's left shift of 255 * 255 must stay in int32)."""
+    s1, s2, s_out = (pick_scale(rng, r) for r in regimes)
+    s_out = max(s_out, s1 * s2 * 2.0 ** -14)
+    g = GraphBuilder()
+    a = g.input([1, 3, 5], scale=s1, zero_point=pick_zp(rng))
+    b = g.const_int8(rand_int8(rng, [5]), s2, pick_zp(rng))
+    g.output(g.mul(a, b, out_scale=s_out, out_zp=pick_zp(rng), activation=pick_act(rng, s_out)))
+    return g, [rand_int8(rng, [BATCH, 3, 5])]
 
 
 def add_extreme_input_ratio_case(rng, flip: bool):

@@ -30,20 +30,25 @@ from kernel_cases import (
     EXTREME_OPS,
     MEAN_CASES,
     _left_shift,
+    BN_SHAPES,
     add_case,
     add_extreme_input_ratio_case,
     conv2d_case,
     conv_left_shift_overflow_case,
     depthwise_conv2d_case,
+    expand_dims_case,
     extreme_scales_case,
     fully_connected_case,
     l2norm_case,
     mean_case,
+    mul_case,
+    mul_extreme_case,
     pick_scale,
     pick_zp,
     pool2d_case,
     rand_weights,
     softmax_case,
+    unfolded_batchnorm_case,
 )
 from tflite_builder import GraphBuilder, per_channel_scales, rand_int8
 
@@ -137,6 +142,38 @@ def test_fully_connected(seed):
 def test_add(seed):
     g, inputs = add_case(np.random.default_rng(4000 + seed), ADD_SHAPES[seed % len(ADD_SHAPES)])
     run_both(g, inputs)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_add_broadcast_as_an_unfolded_batchnorm(seed):
+    """ADD of a per-channel constant against a feature map ([C], [1, 1, 1, C], ...)."""
+    rng = np.random.default_rng(4500 + seed)
+    shapes = BN_SHAPES[seed % len(BN_SHAPES)]
+    as_input = seed % 3 == 0 and len(shapes[1]) == len(shapes[0])  # a graph input needs the batch axis
+    run_both(*add_case(rng, shapes, variant="inputs" if as_input else "const"))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_mul(seed):
+    shapes = (ADD_SHAPES + BN_SHAPES)[seed % (len(ADD_SHAPES) + len(BN_SHAPES))]
+    run_both(*mul_case(np.random.default_rng(25000 + seed), shapes))
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_unfolded_batchnorm_mul_then_add(seed):
+    """What the converter writes for Conv2D(activation="relu") followed by BatchNormalization."""
+    run_both(*unfolded_batchnorm_case(np.random.default_rng(26000 + seed), wide=bool(seed % 2)))
+
+
+@pytest.mark.parametrize("regimes", EXTREME, ids=["-".join(r) for r in EXTREME])
+def test_mul_extreme_scales(regimes):
+    run_both(*mul_extreme_case(np.random.default_rng(27000 + EXTREME.index(regimes)), regimes))
+
+
+@pytest.mark.parametrize("seed", FEW_SEEDS)
+def test_expand_dims(seed):
+    """EXPAND_DIMS, alone and between 1-D layers as Keras Conv1D converts."""
+    run_both(*expand_dims_case(np.random.default_rng(28000 + seed)))
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -508,7 +545,8 @@ _SINGLE_OP_TESTS = [
     (test_mean, {}), (test_pool2d, {"kind": "average_pool2d"}), (test_pool2d, {"kind": "max_pool2d"}),
     (test_reshape, {}), (test_softmax, {}), (test_quantize_float_to_int8, {}),
     (test_quantize_int8_requantize, {}), (test_dequantize, {}), (test_strided_slice, {}),
-    (test_pack, {}), (test_chain_keras_flatten, {}),
+    (test_pack, {}), (test_chain_keras_flatten, {}), (test_mul, {}), (test_expand_dims, {}),
+    (test_unfolded_batchnorm_mul_then_add, {}),
 ]
 
 

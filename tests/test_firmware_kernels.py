@@ -59,10 +59,19 @@ def _generators():
                 rng, "average_pool2d", rng.random() < 0.2, wide)),
             (f"{w}max_pool", 38000 + wide, lambda rng, wide=wide: kc.pool2d_case(
                 rng, "max_pool2d", rng.random() < 0.2, wide)),
-            (f"{w}add", 39000 + wide, lambda rng: kc.add_case(
-                rng, kc.EQUAL_ADD_SHAPES[int(rng.integers(len(kc.EQUAL_ADD_SHAPES)))])),
+            (f"{w}add", 39000 + wide, lambda rng, wide=wide: _binary_case(rng, kc.add_case, wide)),
+            (f"{w}mul", 40000 + wide, lambda rng, wide=wide: _binary_case(rng, kc.mul_case, wide)),
         ]
     return gens
+
+
+def _binary_case(rng, make, wide: bool):
+    """ADD or MUL on shapes that broadcast (an unfolded BatchNormalization's among them); wide: maps of
+    hundreds to thousands of elements, past ZOEDGE_ADD_TABLES_FROM, and vector tails."""
+    shapes = kc.WIDE_ADD_SHAPES if wide else kc.ADD_SHAPES + kc.BN_SHAPES
+    sa, sb = shapes[int(rng.integers(len(shapes)))]
+    variant = None if len(sa) == len(sb) else "const"  # a graph input carries the batch axis
+    return make(rng, (sa, sb), variant=variant)
 
 
 def _fixed_cases():
@@ -75,6 +84,9 @@ def _fixed_cases():
             out.append((f"extreme {op} {'-'.join(regimes)}", kc.extreme_scales_case(rng, op, regimes)))
     for seed in range(6):
         out.append((f"left shift overflow {seed}", kc.conv_left_shift_overflow_case(np.random.default_rng(16000 + seed))))
+    for regimes in kc.EXTREME:
+        out.append((f"mul extreme {'-'.join(regimes)}",
+                    kc.mul_extreme_case(np.random.default_rng(27000 + kc.EXTREME.index(regimes)), regimes)))
     for seed in range(8):
         out.append((f"add extreme ratio {seed}",
                     kc.add_extreme_input_ratio_case(np.random.default_rng(15000 + seed), flip=bool(seed % 2))))
@@ -118,10 +130,8 @@ def _context(case: Case, cid: int) -> dict:
         for name in ("multiplier", "shift"):
             arrays.append(dict(name=name, ctype="int32_t", rows=_rows(getattr(step.params, name))))
             struct_arrays.append(name)
-    elif op.opcode == "ADD":
-        operands = op.inputs[:2]
     else:
-        operands = op.inputs[:1]
+        operands = op.inputs[: layer.kernel.inputs]
     samples = len(case.inputs[0])
     for k, t in enumerate(operands):
         if t < 0:
@@ -135,7 +145,8 @@ def _context(case: Case, cid: int) -> dict:
             tensor = graph.tensors[t]
             arrays.append(dict(name=f"const{k}", ctype=C_TYPES[np.dtype(tensor.dtype)], rows=_rows(tensor.data)))
             args.append(f"c{cid}_const{k}")
-    return dict(id=cid, name=case.name, path=layer.path, struct=layer.kernel.struct, fields=layer.fields,
+    return dict(id=cid, name=case.name, path=layer.path, struct=layer.kernel.struct,
+                fields={k: kernel_spec.c_initializer(v) for k, v in layer.fields.items()},
                 arrays=arrays, struct_arrays=struct_arrays, function=layer.function, args=args,
                 takes_scratch=layer.kernel.takes_scratch, samples=samples, output_bytes=case.expected.shape[1],
                 scratch=[layer.scratch_bytes(isa) for isa in kernel_spec.ISAS])
@@ -199,5 +210,6 @@ def test_every_kernel_path_equals_the_engine_byte_for_byte(variant, program_dir)
     assert compared > 100_000
     assert {"CONV_2D general", "CONV_2D 1x1", "DEPTHWISE_CONV_2D general", "DEPTHWISE_CONV_2D 3x3",
             "FULLY_CONNECTED general", "ADD general", "MEAN general", "AVERAGE_POOL_2D general",
-            "MAX_POOL_2D general", "SOFTMAX general", "L2_NORMALIZATION general"} <= set(paths)
+            "MAX_POOL_2D general", "SOFTMAX general", "L2_NORMALIZATION general",
+            "MUL general"} <= set(paths)
     assert differing == 0, failures

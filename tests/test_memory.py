@@ -62,6 +62,38 @@ def test_arena_equals_the_firmware_for_both_schedules(zoo):
     planner.check_plan(planner.plan_arena(zoo.graph))
 
 
+def _scratch_sizes(fw) -> dict[str, int]:
+    """ZOEDGE_SCRATCH_SIZE per instruction set, from the #if chain of the exported zoedge_model.h."""
+    text = (fw / "zoedge_model.h").read_text()
+    sizes = dict(re.findall(r"ZOEDGE_ISA == ZOEDGE_ISA_(\w+)\n#define ZOEDGE_SCRATCH_SIZE (\d+)", text))
+    sizes["REF"] = re.search(r"#else\n#define ZOEDGE_SCRATCH_SIZE (\d+)", text).group(1)
+    return {isa.lower(): int(n) for isa, n in sizes.items()}
+
+
+@pytest.mark.parametrize("isa", ["ref", "dsp", "mve"])
+def test_kernel_scratch_is_the_firmware_scratch_after_the_arena(zoo, isa):
+    """The estimate's "kernel scratch" is the exported ZOEDGE_SCRATCH_SIZE for that instruction set plus the
+    padding that puts it 8-aligned after ZOEDGE_ARENA_SIZE; no scratch, no component."""
+    cfg = LearnerConfig()
+    for configuration, fw, roles in (("zo-fc", "fw-scratch-train", None), ("inference", "fw-scratch-infer", [])):
+        render_model(zoo.graph, zoo.run.plan, zoo.root / fw, trainable_roles=roles)
+        scratch, arena = _scratch_sizes(zoo.root / fw), _arena_size(zoo.root / fw)
+        assert set(scratch) == {"ref", "dsp", "mve"}
+        budget = memory.estimate(zoo.run, cfg, configuration, isa=isa)
+        assert budget.ram["activation arena"] == arena
+        if scratch[isa]:
+            assert budget.ram["kernel scratch"] == scratch[isa] + (-arena % 8), configuration
+            assert isa in budget.notes["kernel scratch"]
+        else:
+            assert "kernel scratch" not in budget.ram
+    assert _scratch_sizes(zoo.root / "fw-scratch-train")["dsp"] > 0  # the DSP kernels' im2col is there to count
+
+
+def test_unknown_instruction_set_is_refused(zoo):
+    with pytest.raises(ZoEdgeError, match="unknown instruction set 'neon'"):
+        memory.estimate(zoo.run, LearnerConfig(), "inference", isa="neon")
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_ram_grows_from_inference_to_zo_fc_to_backprop(zoo, name):
     b = memory.estimate_all(zoo.run, CONFIGS[name])
@@ -158,8 +190,9 @@ def test_fo_holds_the_activations_its_backward_pass_reads(zoo):
     assert bp.backward_ops[0] == zoo.graph.producer(roles["logits"]).index
     assert bp.full >= bp.gradients >= bp.forward == planner.plan_arena(zoo.graph).size
     b = memory.estimate(zoo.run, LearnerConfig(), "fo")
-    arena = b.group_bytes("activations") + b.ram.get("activation gradients (float32)", 0) + b.ram.get("backprop activations", 0)
-    assert arena == bp.full
+    arena = (b.group_bytes("activations") - b.ram.get("kernel scratch", 0) + b.ram.get("activation gradients (float32)", 0)
+             + b.ram.get("backprop activations", 0))
+    assert arena == bp.full  # the kernels' scratch lies after the arena, as in the forward firmware
     n = sum(int(np.prod(zoo.graph.tensors[roles[r]].shape)) for r, _ in zoo.run.plan.trainables())
     assert b.ram["master copies (float32)"] == b.ram["gradient accumulators (float32)"] == b.ram["momentum"] == 4 * n
 

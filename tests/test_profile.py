@@ -169,3 +169,55 @@ def test_exit_code_follows_the_selected_configurations(run_dir, tmp_path):
     codes = {m: zo_edge("profile", run_dir, "--device", "exact", "--devices", path, "--method", m).returncode
              for m in ("zo-fc", "fo", "all")}
     assert codes == {"zo-fc": 0, "fo": 3, "all": 3}
+
+
+def test_every_core_has_a_kernel_instruction_set():
+    from zo_edge.kernel_spec import CORE_ISA, ISAS
+
+    assert set(CORE_ISA) == set(CORES) and set(CORE_ISA.values()) <= set(ISAS)
+    assert (CORE_ISA["cortex-m0plus"], CORE_ISA["cortex-m4"], CORE_ISA["cortex-m55"]) == ("ref", "dsp", "mve")
+
+
+@pytest.mark.parametrize("device, isa", [("nrf52840", "dsp"), ("rp2040", "ref")])
+def test_time_is_a_labelled_lower_bound_per_inference_and_per_step(run_dir, device, isa):
+    result = zo_edge("profile", run_dir, "--device", device, "--batch-size", 2, "--q", 2, "--json")
+    assert result.returncode in (0, 3), result.stderr
+    report = json.loads(result.stdout)
+    time, clock = report["time"], report["device"]["clock_hz"]
+    assert time["isa"] == isa and time["clock_hz"] == clock and time["measured"] is False
+    assert time["lower_bound"].startswith("a lower bound: instructions / clock")
+    assert "estimated" in time["basis"] and "B = 2 prefix" in time["basis"]
+    ins = time["instructions"]
+    assert ins["inference"] > 0 and ins["train_step"] >= 2 * ins["inference"]  # at least B whole passes
+    assert time["seconds_at_least"] == {k: v / clock for k, v in ins.items()}
+    text = zo_edge("profile", run_dir, "--device", device, "--batch-size", 2, "--q", 2).stdout
+    assert f"a lower bound (instructions / clock): inference {ins['inference']:,} instructions" in text
+
+
+def test_reference_kernels_are_estimated_slower_than_the_dsp_kernels(run_dir):
+    from zo_edge import kernel_spec
+    from zo_edge.build import load_run
+
+    layers = kernel_spec.model_layers(load_run(run_dir).graph)
+    ref, dsp, mve = (kernel_spec.estimated_instructions(layers, isa) for isa in ("ref", "dsp", "mve"))
+    assert ref > 2 * dsp > 2 * mve > 0
+
+
+def test_measured_counts_replace_the_estimate_only_for_the_same_kernels(run_dir):
+    from zo_edge.build import load_run
+    from zo_edge.devices import get_device, load_catalogue
+    from zo_edge.learners import LearnerConfig
+    from zo_edge.profile import attach_measured, profile
+
+    run, config = load_run(run_dir), LearnerConfig(batch_size=2, q=2)
+    measured = {"board": "mps2-an386", "isa": "dsp", "instructions": {"inference": 1_000_000, "train_step": 9_000_000},
+                "ram_bytes": 40_000, "flash_bytes": 50_000}
+    for device, replaced in (("nrf52840", True), ("rp2040", False)):  # M4 (dsp) and M0+ (reference kernels)
+        result = profile(run, config, get_device(device, load_catalogue()))
+        estimated = dict(result["time"]["instructions"])
+        time = attach_measured(result, measured)["time"]
+        assert time["measured"] is replaced
+        assert time["instructions"] == (measured["instructions"] if replaced else estimated)
+        if replaced:
+            assert time["estimated_instructions"] == estimated and "measured exactly on mps2-an386" in time["basis"]
+            assert time["seconds_at_least"]["train_step"] == 9_000_000 / time["clock_hz"]

@@ -195,6 +195,27 @@ class GraphBuilder:
         self.op(BuiltinOperator.ADD, [a, b], [y], tflite_edit.add_options(activation))
         return y
 
+    def mul(self, a, b, *, activation="NONE", out_scale, out_zp) -> int:
+        """MUL with numpy broadcasting of the two operands."""
+        ys = list(np.broadcast_shapes(tuple(self.shape_of(a)), tuple(self.shape_of(b))))
+        y = self.activation(ys, out_scale, out_zp)
+        opt = schema.MulOptionsT()
+        opt.fusedActivationFunction = tflite_edit.add_options(activation).fusedActivationFunction
+        self.op(BuiltinOperator.MUL, [a, b], [y], opt)
+        return y
+
+    def expand_dims(self, x, axis: int) -> int:
+        """EXPAND_DIMS at ``axis`` (a const int32 scalar axis input), the quantisation kept."""
+        xs = self.shape_of(x)
+        at = axis % (len(xs) + 1)
+        q = self.tensors[x].quantization
+        ys = xs[:at] + [1] + xs[at:]
+        y = self.tensor(ys, self.dtype_of(x), list(q.scale), list(q.zeroPoint)) if q is not None else \
+            self.tensor(ys, self.dtype_of(x))
+        self.op(BuiltinOperator.EXPAND_DIMS, [x, self.const_int32(np.asarray(axis, dtype=np.int32))], [y],
+                schema.ExpandDimsOptionsT())
+        return y
+
     def mean(self, x, axes, *, keep_dims=False, out_scale=None, out_zp=None) -> int:
         """MEAN over ``axes`` (a const int32 tensor is made); output quant defaults to the input's."""
         xs = self.shape_of(x)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zo_edge.errors import ZoEdgeError
-from zo_edge.kernels import KERNELS, SUPPORTED_OPS
+from zo_edge.kernels import KERNELS, SUPPORTED_OPS, unsupported_note
 from zo_edge.kernels.checks import InvalidOp
 from zo_edge.kernels.quantize import affine_quantize
 from zo_edge.qgraph import QGraph
@@ -78,9 +78,10 @@ class Engine:
     def __init__(self, graph: QGraph):
         unsupported = sorted({op.opcode for op in graph.ops} - set(KERNELS))
         if unsupported:
+            note = unsupported_note(unsupported)
             raise ZoEdgeError(
-                f"{graph.source} uses {', '.join(unsupported)}, which the int8 engine does not support; "
-                f"supported ops: {', '.join(SUPPORTED_OPS)}"
+                f"{graph.source} uses {', '.join(unsupported)}, which the int8 engine does not support"
+                + (f" ({note})" if note else "") + f"; supported ops: {', '.join(SUPPORTED_OPS)}"
             )
         _check_dataflow(graph)
         self.graph = graph

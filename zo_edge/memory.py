@@ -25,8 +25,11 @@ Configurations (``CONFIGURATIONS``):
   momentum for every trainable value; the int8 weights the forward pass reads.
 
 RAM components are static (arena, state, buffers) plus the stack estimate; flash components are the
-constants the C stores plus code. Persisting the learned state needs a RAM buffer of the state blob's
-size (``zoedge_train_state_save`` writes one); ``estimate(..., persist=True)`` adds it to zo-fc.
+constants the C stores plus code. The kernels' scratch (``zo_edge.kernel_spec``: im2col columns, channel
+planes, ADD's tables; one region after the arena, as large as the largest layer's need) and their code
+depend on the instruction set the target compiles the kernels for (``isa``: "ref", "dsp" or "mve").
+Persisting the learned state needs a RAM buffer of the state blob's size (``zoedge_train_state_save``
+writes one); ``estimate(..., persist=True)`` adds it to zo-fc.
 """
 
 from __future__ import annotations
@@ -66,6 +69,15 @@ CODE_BYTES = {
     "runtime": 856,  # startup and vector table 384, memcpy 308, memset 164
     "integer learner library": 3436,  # zoedge_fixed.c, the functions a zo-fc step calls
     "train step": 1604,  # zoedge_train.c
+}
+# The DSP and MVE paths' objects (zoedge_conv.o, zoedge_depthwise_conv.o, zoedge_add.o, zoedge_pool.o), linked
+# beside the reference kernels they fall back to: the default model's zo-fc firmware (batch 2, q 2), measured
+# on mps2-an386 (dsp) and mps3-an547 (mve) from the link map. AVERAGE_POOL_2D shares zoedge_pool.o with MEAN
+# and is taken at MEAN's size; every other op has no SIMD path.
+SIMD_CODE_BYTES = {
+    "ref": {},
+    "dsp": {"CONV_2D": 3036, "DEPTHWISE_CONV_2D": 2284, "ADD": 852, "MEAN": 560, "AVERAGE_POOL_2D": 560},
+    "mve": {"CONV_2D": 2256, "DEPTHWISE_CONV_2D": 1756, "ADD": 788, "MEAN": 712, "AVERAGE_POOL_2D": 712},
 }
 CODE_NOTE = ("documented estimate from per-function sizes measured once (arm-none-eabi-gcc 12.2 -O2, Cortex-M4, "
              "--gc-sections, the default model's firmware): {parts}; application and board code not included")
@@ -160,7 +172,7 @@ def _layer_parameters_flash(b: _Builder, graph, engine) -> None:
         layer = kernel_spec.layer(step.op, graph, step.params)  # the struct the export renders
         if layer.kernel.weighted:
             arrays += 2 * 4 * len(np.atleast_1d(step.params.multiplier))  # int32 multiplier + int32 shift
-        structs += 4 * len(layer.fields) + POINTER_BYTES * (2 if layer.kernel.weighted else 0)
+        structs += layer.struct_bytes + POINTER_BYTES * (2 if layer.kernel.weighted else 0)
     b.flash("layer parameters", arrays + structs,
             f"per-channel requantisation multipliers and shifts (int32 each) {arrays:,} B + per-layer parameter "
             f"structs of zoedge_kernels.h {structs:,} B")
@@ -183,10 +195,12 @@ def _code(b: _Builder, parts: dict, code_bytes: dict | None) -> None:
     b.flash("code (estimate)", sum(parts.values()), CODE_NOTE.format(parts=text))
 
 
-def _inference_code(graph, kinds=None) -> dict:
-    kinds = sorted({op.opcode for op in graph.ops if op.opcode in kernel_spec.KERNELS} if kinds is None else kinds)
+def _inference_code(graph, isa: str) -> dict:
+    kinds = sorted({op.opcode for op in graph.ops if op.opcode in kernel_spec.KERNELS})
     n = len(graph.ops)
-    return {"kernels (" + ", ".join(k.lower() for k in kinds) + ")": sum(CODE_BYTES[k] for k in kinds)
+    simd = SIMD_CODE_BYTES[isa]
+    return {"kernels (" + ", ".join(k.lower() for k in kinds) + f"; {isa})": sum(CODE_BYTES[k] + simd.get(k, 0)
+                                                                             for k in kinds)
             + CODE_BYTES["requantize helper"],
             f"schedule ({n} ops)": CODE_BYTES["schedule"] + CODE_BYTES["schedule per op"] * n,
             "runtime": CODE_BYTES["runtime"]}
@@ -205,18 +219,32 @@ def _trainable(run) -> list[int]:
 
 
 # -- inference --------------------------------------------------------------------------------------------
-def _inference(run: dict, config, code_bytes) -> Budget:
+def _scratch(b: _Builder, graph, engine, isa: str, arena_bytes: int) -> None:
+    """The kernels' scratch after the arena: ZOEDGE_SCRATCH_SIZE of the exported zoedge_model.h, at the
+    arena's end rounded up to 8 bytes."""
+    layers = kernel_spec.model_layers(graph, engine)
+    need = kernel_spec.scratch_bytes([lay for _, lay in layers], isa)
+    if need:
+        index, largest = max(layers, key=lambda pair: pair[1].scratch_bytes(isa))
+        b.ram("kernel scratch", need + (-arena_bytes % 8),
+              f"the {isa} kernels' scratch after the arena, as large as the largest layer's need (op {index}, "
+              f"{largest.kernel.opcode} {largest.path}: {largest.scratch_bytes(isa):,} B; zo_edge.kernel_spec)",
+              "activations")
+
+
+def _inference(run: dict, config, code_bytes, isa: str) -> Budget:
     graph, engine = _load(run)
     b = _Builder("inference")
     plan = planner.plan_arena(graph)
     b.ram("activation arena", plan.size,
           f"greedy plan over tensor lifetimes in graph order, no keep-alive ({len(set(plan.root.values()))} "
           "buffers, RESHAPE aliased; zo_edge.planner.plan_arena)", "activations")
+    _scratch(b, graph, engine, isa, plan.size)
     _io_ram(b, graph)
     b.ram("stack (estimate)", STACK_BYTES, STACK_NOTE, "application")
     _weights_flash(b, graph)
     _layer_parameters_flash(b, graph, engine)
-    _code(b, _inference_code(graph), code_bytes)
+    _code(b, _inference_code(graph, isa), code_bytes)
     return b.budget
 
 
@@ -353,7 +381,7 @@ def _train_flash(learner) -> tuple[int, str, int, str]:
             "segment descriptors, vector and update-config structs, pointer tables of zoedge_train.c")
 
 
-def _zo_fc(run: dict, config, code_bytes, persist: bool) -> Budget:
+def _zo_fc(run: dict, config, code_bytes, persist: bool, isa: str) -> Budget:
     from zo_edge.learners.int8_learner import Int8Learner
 
     cfg = dataclasses.replace(config, method="zo-fc", mode="int8").check()
@@ -369,6 +397,7 @@ def _zo_fc(run: dict, config, code_bytes, persist: bool) -> Budget:
     b.ram("activation arena", plan.size,
           f"greedy plan valid in graph order and prefix-then-suffix, boundary tensors {held} and the logits kept "
           "alive across suffix runs: the firmware's ZOEDGE_ARENA_SIZE", "activations")
+    _scratch(b, graph, engine, isa, plan.size)
 
     state = learner.state_bytes()
     vectors = [v for v in (learner.zo, learner.fc) if v is not None]
@@ -401,7 +430,7 @@ def _zo_fc(run: dict, config, code_bytes, persist: bool) -> Budget:
     tables, tables_note, descriptors, descriptors_note = _train_flash(learner)
     b.flash("training multipliers and steps", tables, tables_note)
     b.flash("training descriptors", descriptors, descriptors_note)
-    parts = _inference_code(graph)
+    parts = _inference_code(graph, isa)
     parts.update({"training schedule": CODE_BYTES["training schedule"],
                   "integer learner library": CODE_BYTES["integer learner library"],
                   "train step": CODE_BYTES["train step"]})
@@ -510,7 +539,7 @@ def backward_plan(graph, engine, trainable) -> BackwardPlan:
                         {r: v for (_, r), v in grad_bytes.items()}, backward)
 
 
-def _fo(run: dict, config, code_bytes) -> Budget:
+def _fo(run: dict, config, code_bytes, isa: str) -> Budget:
     from zo_edge.learners.int8_state import ParamVector
 
     graph, engine = _load(run)
@@ -528,6 +557,7 @@ def _fo(run: dict, config, code_bytes) -> Budget:
     b.ram("backprop activations", bp.full - max(bp.gradients, inference.size),
           f"arena growth when the forward activations the backward pass reads stay alive until it reads them: "
           f"{saved} (inputs of trained layers, outputs of clamping ops for the saturation mask)", "backprop")
+    _scratch(b, graph, engine, isa, max(bp.full, inference.size))  # the forward pass runs the same kernels
 
     vec = ParamVector(graph, plan.roles(), [role for role, _ in plan.trainables()], "int8")
     stored = vec.stored_bytes(False)
@@ -550,7 +580,7 @@ def _fo(run: dict, config, code_bytes) -> Budget:
     channels = sum(len(graph.tensors[t].scale) if graph.tensors[t].scale is not None else 1 for t in trainable)
     b.flash("requantisation scales (float32)", 4 * channels,
             f"the trained tensors' {channels} per-channel scales, to re-quantise the float masters after each step")
-    parts = _inference_code(graph)
+    parts = _inference_code(graph, isa)
     kinds = sorted({graph.ops[i].opcode for i in bp.backward_ops if graph.ops[i].opcode in kernel_spec.KERNELS})
     parts["backward kernels (estimate: 2 x forward)"] = 2 * sum(CODE_BYTES[k] for k in kinds)
     parts["loss, softmax and optimizer (estimate: as the integer learner library)"] = CODE_BYTES["integer learner library"]
@@ -559,21 +589,27 @@ def _fo(run: dict, config, code_bytes) -> Budget:
 
 
 # -- the entry point ---------------------------------------------------------------------------------------
-def estimate(run: dict, config, configuration: str, code_bytes: dict | None = None, *, persist: bool = False) -> Budget:
+def estimate(run: dict, config, configuration: str, code_bytes: dict | None = None, *, persist: bool = False,
+             isa: str = "dsp") -> Budget:
     """The RAM and flash budget of ``run``'s model (``zo_edge.build.load_run``) in one configuration.
 
     ``config``: a ``LearnerConfig``; ``code_bytes``: ``{"target": name, "bytes": n}`` from a measured build
-    replaces the code estimate; ``persist``: zo-fc also holds a state save buffer."""
+    replaces the code estimate; ``persist``: zo-fc also holds a state save buffer; ``isa``: the kernels'
+    instruction set on the target (``kernel_spec.CORE_ISA`` of its core; "dsp": Cortex-M4/M7/M33), which
+    sizes their scratch and their code."""
     if configuration not in CONFIGURATIONS:
         raise ZoEdgeError(f"unknown configuration {configuration!r}; choose one of {', '.join(CONFIGURATIONS)}")
+    if isa not in kernel_spec.ISAS:
+        raise ZoEdgeError(f"unknown instruction set {isa!r}; one of {', '.join(kernel_spec.ISAS)}")
     config.check()
     if configuration == "inference":
-        return _inference(run, config, code_bytes)
+        return _inference(run, config, code_bytes, isa)
     if configuration == "zo-fc":
-        return _zo_fc(run, config, code_bytes, persist)
-    return _fo(run, config, code_bytes)
+        return _zo_fc(run, config, code_bytes, persist, isa)
+    return _fo(run, config, code_bytes, isa)
 
 
-def estimate_all(run: dict, config, code_bytes: dict | None = None, *, persist: bool = False) -> dict[str, Budget]:
+def estimate_all(run: dict, config, code_bytes: dict | None = None, *, persist: bool = False,
+                 isa: str = "dsp") -> dict[str, Budget]:
     """``estimate`` for every configuration, in ``CONFIGURATIONS`` order."""
-    return {c: estimate(run, config, c, code_bytes, persist=persist) for c in CONFIGURATIONS}
+    return {c: estimate(run, config, c, code_bytes, persist=persist, isa=isa) for c in CONFIGURATIONS}

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ALIGNMENT = 4  # bytes; every arena offset is a multiple (word access stays possible for kernels)
-ALIAS_OPS = frozenset({"RESHAPE"})  # output shares its input's bytes
+ALIAS_OPS = frozenset({"RESHAPE", "EXPAND_DIMS"})  # output shares its input's bytes
 SHAPE_OPS = frozenset({"SHAPE", "STRIDED_SLICE", "PACK"})  # shape plumbing: no arena buffer
 
 

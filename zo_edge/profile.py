@@ -64,17 +64,20 @@ def profile(run: dict, config, device: Device, methods="zo-fc", code_bytes: dict
 
     Returns ``{"device", "run_dir", "learner", "selected", "configurations": {name: {configuration,
     ram_bytes, flash_bytes, components: {ram, flash}, notes, ram_headroom_bytes, flash_headroom_bytes,
-    fits_ram, fits_flash, fits}}, "fits", "verdicts"}``. ``fits`` and ``verdicts`` cover the selected
+    fits_ram, fits_flash, fits}}, "fits", "verdicts", "time"}`` (``timing``: a lower bound on the time per
+    inference and per zo-fc step). ``fits`` and ``verdicts`` cover the selected
     ``methods`` ('all', one configuration or a list); every configuration is estimated either way, so the
     cost of training over inference is always there to compare.
     """
+    from zo_edge.kernel_spec import CORE_ISA
     from zo_edge.memory import estimate
 
     selected = resolve_methods(methods)
     dev = device.to_json()
+    isa = CORE_ISA[device.core]
     configurations = {}
     for name in _configurations():
-        budget = estimate(run, config, name, code_bytes)
+        budget = estimate(run, config, name, code_bytes, isa=isa)
         entry = budget.to_json()
         ram, flash = int(budget.ram_bytes), int(budget.flash_bytes)
         entry.update({
@@ -97,7 +100,47 @@ def profile(run: dict, config, device: Device, methods="zo-fc", code_bytes: dict
         "configurations": configurations,
         "fits": all(configurations[name]["fits"] for name in selected),
         "verdicts": verdicts,
+        "time": timing(run, config, device),
     }
+
+
+LOWER_BOUND = ("a lower bound: instructions / clock, at least one cycle per instruction (loads, multiplies and flash "
+               "wait states take more on silicon)")
+
+
+def timing(run, config, device: Device) -> dict:
+    """Time per inference and per zo-fc step on the device: instructions / clock_hz, a lower bound.
+
+    Instructions are estimated from the graph (``kernel_spec.INSTRUCTIONS``: per path and instruction set,
+    fitted to QEMU's exact counts); a step is B prefix passes and (2q+1)·B suffix passes (a measured step adds perturbing,
+    the loss and the updates). ``attach_measured`` puts a firmware's exact counts in their place."""
+    from zo_edge import kernel_spec, planner
+
+    isa = kernel_spec.CORE_ISA[device.core]
+    graph = run.graph
+    layers = kernel_spec.model_layers(graph)
+    prefix_ops = planner.split_schedules(graph, run.plan.trainable_indices()).prefix_ops
+    inference = kernel_spec.estimated_instructions(layers, isa)
+    prefix = kernel_spec.estimated_instructions([(i, lay) for i, lay in layers if i in prefix_ops], isa)
+    passes = (2 * config.q + 1) * config.batch_size
+    step = config.batch_size * prefix + passes * (inference - prefix)
+    instructions = {"inference": int(inference), "train_step": int(step)}
+    return {"clock_hz": device.clock_hz, "isa": isa, "measured": False, "instructions": instructions,
+            "seconds_at_least": _seconds(instructions, device.clock_hz), "lower_bound": LOWER_BOUND,
+            "basis": f"estimated from the graph by the {isa} kernels' per-path costs fitted to QEMU counts "
+                     f"(zo_edge.kernel_spec.INSTRUCTIONS); a zo-fc step as B = {config.batch_size} prefix and "
+                     f"(2q+1)·B = {passes} suffix passes, without perturbing, the loss and the update"}
+
+
+def _seconds(instructions: dict, clock_hz: int) -> dict:
+    return {k: v / clock_hz for k, v in instructions.items()}
+
+
+def format_time(time: dict) -> str:
+    ins, sec = time["instructions"], time["seconds_at_least"]
+    return (f"time at {time['clock_hz'] / 1e6:g} MHz, a lower bound (instructions / clock): inference "
+            f"{ins['inference']:,} instructions >= {1e3 * sec['inference']:.2f} ms, zo-fc step {ins['train_step']:,} "
+            f">= {1e3 * sec['train_step']:.1f} ms\n  instructions {time['basis']}")
 
 
 def _components(result: dict, memory: str) -> list[str]:
@@ -159,6 +202,8 @@ def format_profile(result: dict) -> str:
         lines.append("(* the configuration(s) --method selected)")
     lines.append("")
     lines.extend(result["verdicts"])
+    if result.get("time"):
+        lines.append(format_time(result["time"]))
     notes = {}
     for c in configs:
         for k, v in (result["configurations"][c].get("notes") or {}).items():
@@ -179,10 +224,21 @@ def _describe(dev: dict) -> str:
 
 def attach_measured(result: dict, measured: dict) -> dict:
     """Put a measured firmware (``firmware_export.measure.measure_firmware``) beside the zo-fc estimate:
-    ``result["measured"]`` gains ``estimate`` and ``estimate_error`` (estimate / measured - 1)."""
+    ``result["measured"]`` gains ``estimate`` and ``estimate_error`` (estimate / measured - 1). When the board's
+    kernels are the device's (the same instruction set), its exact instruction counts replace the estimated
+    ones in ``result["time"]`` (``measured`` true; the estimate kept as ``estimated_instructions``)."""
     estimate = result["configurations"]["zo-fc"]
     measured = dict(measured)
     measured["estimate"] = {"ram_bytes": estimate["ram_bytes"], "flash_bytes": estimate["flash_bytes"]}
+    counts = measured.get("instructions") or {}
+    time = result.get("time")
+    if counts.get("inference") and time and measured.get("isa") == time["isa"]:  # exact counts replace the estimate
+        time["estimated_instructions"] = time["instructions"]
+        time["instructions"] = {k: int(counts.get(k) or time["instructions"][k]) for k in ("inference", "train_step")}
+        time["seconds_at_least"] = _seconds(time["instructions"], time["clock_hz"])
+        time["measured"] = True
+        time["basis"] = (f"measured exactly on {measured['board']} in QEMU (-icount), the --firmware folder's batch "
+                         "and q, with the kernels of that board's core")
     measured["estimate_error"] = {k: round(estimate[k] / measured[k] - 1, 4) for k in ("ram_bytes", "flash_bytes")}
     result["measured"] = measured
     return result

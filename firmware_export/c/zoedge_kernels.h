@@ -6,7 +6,7 @@
  * zoedge_kernels_ref.c (zoedge_ref_*): TensorFlow Lite Micro's reference arithmetic, written as plain
  * loops; they are the kernels for Cortex-M0+/M3 and for the host. Optimised paths sit beside them, one
  * file per op (zoedge_conv.c, zoedge_depthwise_conv.c, zoedge_fully_connected.c, zoedge_add.c,
- * zoedge_pool.c), and choose their instruction set at compile time:
+ * zoedge_mul.c, zoedge_pool.c), and choose their instruction set at compile time:
  *
  *   __ARM_FEATURE_MVE   Cortex-M55 (Helium): 128-bit integer vectors
  *   __ARM_FEATURE_DSP   Cortex-M4/M7/M33: 32-bit SIMD (SMLAD on int16 pairs, SXTB16, SMMLAR)
@@ -112,12 +112,21 @@ typedef struct {
 void zoedge_fully_connected(const zoedge_fully_connected_params *p, const int8_t *input,
                             const int8_t *filter, const int32_t *bias, int8_t *output, void *scratch);
 
-/* ---- ADD --------------------------------------------------------------------------------------------
- * Two equally shaped int8 tensors (TFLM's AddElementwise): both inputs are lifted by left_shift bits,
- * rescaled to a common scale, summed and rescaled to the output. The three multipliers are below one
- * (shifts <= 0), as TFLM's PrepareGeneralSubOp makes them. No scratch. */
+/* ---- ADD and MUL: two int8 tensors, numpy/TFLM broadcasting ---------------------------------------
+ * The output's shape with broadcast dimensions merged, at most four: element (i0, i1, i2, i3) reads
+ * input1[i0 * input1_strides[0] + ... + i3 * input1_strides[3]] (a stride of 0 where input 1
+ * broadcasts), likewise input 2, and writes the output in row-major order (TFLM's
+ * BroadcastAdd4DSlow / BroadcastMul4DSlow, and AddElementwise / MulElementwise for equal shapes).
+ * size = shape[0] * shape[1] * shape[2] * shape[3]. */
+/* ADD (TFLM's AddElementwise for int8): both inputs are lifted by left_shift bits, rescaled to a common
+ * scale, summed and rescaled to the output. The three multipliers are below one (shifts <= 0), as TFLM's
+ * PrepareGeneralSubOp makes them. Scratch: DSP 2048 bytes when size >= ZOEDGE_ADD_TABLES_FROM (the two
+ * inputs' rescaled values for all 256 int8 values, built per call), else 0; MVE 0; reference 0. */
+#define ZOEDGE_ADD_TABLES_FROM 512
 typedef struct {
     int32_t size;
+    int32_t shape[4];
+    int32_t input1_strides[4], input2_strides[4];
     int32_t input1_offset, input2_offset, output_offset;
     int32_t left_shift;             /* 20 for int8 */
     int32_t input1_multiplier, input1_shift;
@@ -126,7 +135,23 @@ typedef struct {
     int32_t act_min, act_max;
 } zoedge_add_params;
 
-void zoedge_add(const zoedge_add_params *p, const int8_t *input1, const int8_t *input2, int8_t *output);
+void zoedge_add(const zoedge_add_params *p, const int8_t *input1, const int8_t *input2, int8_t *output,
+                void *scratch);
+
+/* MUL (TFLM's MulElementwise for int8): (input1 + offset1) * (input2 + offset2) rescaled by one multiplier
+ * (input1_scale * input2_scale / output_scale, any shift), plus the output zero point, clamped to the
+ * activation. No scratch. */
+typedef struct {
+    int32_t size;
+    int32_t shape[4];
+    int32_t input1_strides[4], input2_strides[4];
+    int32_t input1_offset, input2_offset, output_offset;
+    int32_t output_multiplier, output_shift;
+    int32_t act_min, act_max;
+} zoedge_mul_params;
+
+void zoedge_mul(const zoedge_mul_params *p, const int8_t *input1, const int8_t *input2, int8_t *output,
+                void *scratch);
 
 /* ---- MEAN -------------------------------------------------------------------------------------------
  * Over a contiguous block of axes, the input seen as [outer][count][inner] (global average pooling over
@@ -181,6 +206,7 @@ void zoedge_ref_depthwise_conv_2d(const zoedge_conv_params *p, const int8_t *inp
 void zoedge_ref_fully_connected(const zoedge_fully_connected_params *p, const int8_t *input,
                                 const int8_t *filter, const int32_t *bias, int8_t *output);
 void zoedge_ref_add(const zoedge_add_params *p, const int8_t *input1, const int8_t *input2, int8_t *output);
+void zoedge_ref_mul(const zoedge_mul_params *p, const int8_t *input1, const int8_t *input2, int8_t *output);
 void zoedge_ref_mean(const zoedge_mean_params *p, const int8_t *input, int8_t *output);
 void zoedge_ref_average_pool_2d(const zoedge_pool_params *p, const int8_t *input, int8_t *output);
 

@@ -53,6 +53,16 @@ ZOEDGE_INLINE int32_t zoedge_multiply_by_quantized_multiplier_ref(int32_t x, int
                                          right_shift);
 }
 
+/* One innermost row of a broadcast binary op (zoedge_add, zoedge_mul): n outputs from input 1 read
+ * stride1 apart and input 2 read stride2 apart (0: one value for the whole row). */
+typedef void (*zoedge_row_fn)(const void *params, const int8_t *input1, int32_t stride1, const int8_t *input2,
+                              int32_t stride2, int8_t *output, int32_t n, void *scratch);
+
+/* Runs `row` over every innermost row of the broadcast shape (zoedge_kernels.h, ADD and MUL). */
+void zoedge_for_each_row(const int32_t shape[4], const int32_t strides1[4], const int32_t strides2[4],
+                         zoedge_row_fn row, const void *params, const int8_t *input1, const int8_t *input2,
+                         int8_t *output, void *scratch);
+
 ZOEDGE_INLINE int32_t zoedge_clamp(int32_t v, int32_t lo, int32_t hi)
 {
     return v < lo ? lo : (v > hi ? hi : v);
@@ -145,6 +155,36 @@ ZOEDGE_INLINE int32_t zoedge_requantize_negative_shift(int32_t x, int32_t m2, in
     const int32_t q = zoedge_smmlar(x, m2, x) + (x >> 31);
     return __qadd(q >> r_minus_1, offset2) >> 1;
 }
+
+/* The same, saturated to int8 in the last halving: SSAT with ASR #1 is the halving and the clamp to
+ * [-128, 127] in one instruction (saturating q >> 1 is saturating the output: the output is q >> 1).
+ * Six instructions with the store; a fused activation narrower than int8 clamps once more after it. */
+ZOEDGE_INLINE int32_t zoedge_requantize_to_int8(int32_t x, int32_t m2, int32_t r_minus_1, int32_t offset2)
+{
+    const int32_t q = __qadd((zoedge_smmlar(x, m2, x) + (x >> 31)) >> r_minus_1, offset2);
+    int32_t out;
+    __asm("ssat %0, #8, %1, asr #1" : "=r"(out) : "r"(q));
+    return out;
+}
+
+/* One channel's requantisation constants for zoedge_requantize_to_int8. */
+typedef struct {
+    int32_t m2, r_minus_1;
+} zoedge_channel_quant;
+
+ZOEDGE_INLINE zoedge_channel_quant zoedge_channel_quant_of(const int32_t *multiplier, const int32_t *shift, int32_t c)
+{
+    zoedge_channel_quant q;
+    q.m2 = (int32_t)((uint32_t)multiplier[c] << 1);
+    q.r_minus_1 = ~shift[c];
+    return q;
+}
+
+/* 1 when the fused activation clamps inside [-128, 127]: the output needs a clamp after the SSAT. */
+ZOEDGE_INLINE int zoedge_act_narrower_than_int8(int32_t act_min, int32_t act_max)
+{
+    return act_min > -128 || act_max < 127;
+}
 #endif
 
 #if ZOEDGE_ISA == ZOEDGE_ISA_MVE
@@ -167,6 +207,11 @@ ZOEDGE_INLINE int32x4_t zoedge_requantize_mve(int32x4_t acc, int32_t multiplier,
     }
     return vminq_s32(vmaxq_s32(vaddq_n_s32(v, output_offset), act_min), act_max);
 }
+
+/* One channel's multiplier and shift, for zoedge_requantize_mve. */
+typedef struct {
+    int32_t multiplier, shift;
+} zoedge_channel_quant_mve;
 
 /* The same with one (multiplier, shift) pair per lane: left = max(shift, 0), and -r = min(shift, 0), whose
  * sign bit masks the negative-value fixup to the lanes that shift right. */

@@ -141,27 +141,65 @@ void zoedge_ref_fully_connected(const zoedge_fully_connected_params *p, const in
     }
 }
 
-/* TFLM's AddElementwise for int8. The ADD multipliers are below one (shifts <= 0), where
+void zoedge_for_each_row(const int32_t shape[4], const int32_t strides1[4], const int32_t strides2[4],
+                         zoedge_row_fn row, const void *params, const int8_t *input1, const int8_t *input2,
+                         int8_t *output, void *scratch)
+{
+    for (int32_t i0 = 0; i0 < shape[0]; ++i0) {
+        for (int32_t i1 = 0; i1 < shape[1]; ++i1) {
+            for (int32_t i2 = 0; i2 < shape[2]; ++i2) {
+                const int32_t a = i0 * strides1[0] + i1 * strides1[1] + i2 * strides1[2];
+                const int32_t b = i0 * strides2[0] + i1 * strides2[1] + i2 * strides2[2];
+                row(params, input1 + a, strides1[3], input2 + b, strides2[3], output, shape[3], scratch);
+                output += shape[3];
+            }
+        }
+    }
+}
+
+/* TFLM's AddElementwise for int8 (one row). The ADD multipliers are below one (shifts <= 0), where
  * MultiplyByQuantizedMultiplierSmallerThanOneExp is the same composition as
  * MultiplyByQuantizedMultiplier. */
-void zoedge_ref_add(const zoedge_add_params *p, const int8_t *input1, const int8_t *input2, int8_t *output)
+static void add_row(const void *params, const int8_t *input1, int32_t stride1, const int8_t *input2, int32_t stride2,
+                    int8_t *output, int32_t n, void *scratch)
 {
-    for (int32_t i = 0; i < p->size; ++i) {
-        const int32_t a = ((int32_t)input1[i] + p->input1_offset) * (1 << p->left_shift);
-        const int32_t b = ((int32_t)input2[i] + p->input2_offset) * (1 << p->left_shift);
+    const zoedge_add_params *p = (const zoedge_add_params *)params;
+    (void)scratch;
+    for (int32_t i = 0; i < n; ++i) {
+        const int32_t a = ((int32_t)input1[i * stride1] + p->input1_offset) * (1 << p->left_shift);
+        const int32_t b = ((int32_t)input2[i * stride2] + p->input2_offset) * (1 << p->left_shift);
         const int32_t scaled_a = zoedge_multiply_by_quantized_multiplier_ref(a, p->input1_multiplier, p->input1_shift);
         const int32_t scaled_b = zoedge_multiply_by_quantized_multiplier_ref(b, p->input2_multiplier, p->input2_shift);
         const int32_t raw_sum = scaled_a + scaled_b;
-        int32_t out = zoedge_multiply_by_quantized_multiplier_ref(raw_sum, p->output_multiplier, p->output_shift) +
-                      p->output_offset;
-        if (out < p->act_min) {
-            out = p->act_min;
-        }
-        if (out > p->act_max) {
-            out = p->act_max;
-        }
-        output[i] = (int8_t)out;
+        const int32_t out = zoedge_multiply_by_quantized_multiplier_ref(raw_sum, p->output_multiplier, p->output_shift) +
+                            p->output_offset;
+        output[i] = (int8_t)zoedge_clamp(out, p->act_min, p->act_max);
     }
+}
+
+void zoedge_ref_add(const zoedge_add_params *p, const int8_t *input1, const int8_t *input2, int8_t *output)
+{
+    zoedge_for_each_row(p->shape, p->input1_strides, p->input2_strides, add_row, p, input1, input2, output, NULL);
+}
+
+/* TFLM's MulElementwise for int8 (one row). */
+static void mul_row(const void *params, const int8_t *input1, int32_t stride1, const int8_t *input2, int32_t stride2,
+                    int8_t *output, int32_t n, void *scratch)
+{
+    const zoedge_mul_params *p = (const zoedge_mul_params *)params;
+    (void)scratch;
+    for (int32_t i = 0; i < n; ++i) {
+        const int32_t a = (int32_t)input1[i * stride1] + p->input1_offset;
+        const int32_t b = (int32_t)input2[i * stride2] + p->input2_offset;
+        const int32_t out = zoedge_multiply_by_quantized_multiplier_ref(a * b, p->output_multiplier, p->output_shift) +
+                            p->output_offset;
+        output[i] = (int8_t)zoedge_clamp(out, p->act_min, p->act_max);
+    }
+}
+
+void zoedge_ref_mul(const zoedge_mul_params *p, const int8_t *input1, const int8_t *input2, int8_t *output)
+{
+    zoedge_for_each_row(p->shape, p->input1_strides, p->input2_strides, mul_row, p, input1, input2, output, NULL);
 }
 
 /* TFLM's QuantizedMeanOrSum (the integer path every int8 MEAN takes in TFLM). The output is

@@ -39,17 +39,7 @@ class AddParams:
 
 
 def prepare_add(op, graph, batched) -> AddParams:
-    (a, b), out = checks.operands(op, graph, 2)
-    for t, role in ((a, "first input"), (b, "second input"), (out, "output")):
-        checks.dtype(t, role, np.int8)
-    try:
-        shape = np.broadcast_shapes(a.shape, b.shape)
-    except ValueError:
-        raise checks.InvalidOp(f"its inputs {checks.describe(a)} and {checks.describe(b)} do not broadcast") from None
-    checks.output_shape(out, shape, " (its inputs broadcast)")
-    for t, is_batched in zip((a, b), batched):  # the engine's batch axis N broadcasts only against a 1
-        checks.require(not is_batched or (len(t.shape) == len(shape) and shape[0] == 1),
-                       f"its input {checks.describe(t)} cannot carry the batch on axis 0 of {list(shape)}")
+    a, b, out = check_broadcast(op, graph, batched)
     s1, z1 = checks.per_tensor_quant(a, "first input")
     s2, z2 = checks.per_tensor_quant(b, "second input")
     so, zo = checks.per_tensor_quant(out, "output")
@@ -61,17 +51,43 @@ def prepare_add(op, graph, batched) -> AddParams:
     checks.require(mo[1] <= 0, f"its output scale {so:g} is too small for input scales {s1:g} and {s2:g}")
     act_min, act_max = fp.fused_activation_range(op.options, so, zo)
     p = AddParams(z1, z2, zo, m1[0], m1[1], m2[0], m2[1], mo[0], mo[1], act_min, act_max)
-    pairs = np.arange(1 << 16, dtype=np.uint16)
-    p.table = add_arithmetic(p, [(pairs >> 8).astype(np.uint8).view(np.int8),
-                                 (pairs & 0xFF).astype(np.uint8).view(np.int8)])
+    p.table = add_arithmetic(p, all_pairs())
     return p
 
 
-def eval_add(p: AddParams, inputs) -> np.ndarray:
+def pair_table_lookup(table: np.ndarray, inputs) -> np.ndarray:
+    """table[(uint8(a) << 8) | uint8(b)] for int8 a and b, broadcasting (ADD's and MUL's evaluation)."""
     if inputs[0].shape == inputs[1].shape:  # no broadcasting: one fused pass
-        return fused.table_lookup_pairs(np.ascontiguousarray(inputs[0]), np.ascontiguousarray(inputs[1]), p.table)
+        return fused.table_lookup_pairs(np.ascontiguousarray(inputs[0]), np.ascontiguousarray(inputs[1]), table)
     index = (inputs[0].view(np.uint8).astype(np.uint16) << 8) | inputs[1].view(np.uint8)  # broadcasts
-    return p.table[index]
+    return table[index]
+
+
+def all_pairs() -> list[np.ndarray]:
+    """Every (a, b) of int8 values, in the order pair_table_lookup indexes them."""
+    pairs = np.arange(1 << 16, dtype=np.uint16)
+    return [(pairs >> 8).astype(np.uint8).view(np.int8), (pairs & 0xFF).astype(np.uint8).view(np.int8)]
+
+
+def check_broadcast(op, graph, batched) -> tuple:
+    """The two int8 inputs and the output of a binary elementwise op whose inputs broadcast (numpy's
+    rules, which for these ops are TFLM's) to the output's shape, the engine's batch axis only against a 1."""
+    (a, b), out = checks.operands(op, graph, 2)
+    for t, role in ((a, "first input"), (b, "second input"), (out, "output")):
+        checks.dtype(t, role, np.int8)
+    try:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise checks.InvalidOp(f"its inputs {checks.describe(a)} and {checks.describe(b)} do not broadcast") from None
+    checks.output_shape(out, shape, " (its inputs broadcast)")
+    for t, is_batched in zip((a, b), batched):  # the engine's batch axis N broadcasts only against a 1
+        checks.require(not is_batched or (len(t.shape) == len(shape) and shape[0] == 1),
+                       f"its input {checks.describe(t)} cannot carry the batch on axis 0 of {list(shape)}")
+    return a, b, out
+
+
+def eval_add(p: AddParams, inputs) -> np.ndarray:
+    return pair_table_lookup(p.table, inputs)
 
 
 def add_shared(p: AddParams, inputs, shared, stack: int) -> np.ndarray:

@@ -41,6 +41,20 @@ def eval_reshape(p: ReshapeParams, inputs) -> np.ndarray:
     return x.reshape(p.output_shape)
 
 
+def prepare_expand_dims(op, graph, batched) -> ReshapeParams:
+    """EXPAND_DIMS (Keras Conv1D and 1-D pooling insert an axis before a 2-D op): the input's bytes under
+    the output's shape, which is the input's with a 1 inserted, as RESHAPE."""
+    (x, axis), out = checks.operands(op, graph, 2)
+    checks.require(axis.is_constant and axis.data.size == 1, f"its axis {checks.describe(axis)} is not one constant")
+    rank = len(x.shape) + 1
+    at = int(axis.data.reshape(-1)[0])
+    checks.require(-rank <= at < rank, f"inserts axis {at} into a rank-{rank} output")
+    at %= rank
+    checks.output_shape(out, x.shape[:at] + (1,) + x.shape[at:], f" (its input's with axis {at} inserted)")
+    _same_dtype(x, out)
+    return ReshapeParams(batched[0], tuple(out.shape))
+
+
 @dataclass
 class ShapeParams:
     shape: np.ndarray
