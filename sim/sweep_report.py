@@ -23,9 +23,9 @@ from sim.sweep import FORMAT, METRICS, cell_dir
 def summarise(grid, device, runs, entries, lost: dict, out: Path) -> dict:
     """The sweep.json content: every cell in grid order with settings, metrics, budget and path."""
     import zo_edge
-    from zo_edge.sweep import budget, split_macs
+    from zo_edge.sweep import budget, split_instructions
 
-    macs = {path: split_macs(run) for path, run in runs.items()}
+    per_pass = {path: split_instructions(run, device) for path, run in runs.items()}
     budgets = {}
     cells = []
     for entry in entries:
@@ -35,7 +35,7 @@ def summarise(grid, device, runs, entries, lost: dict, out: Path) -> dict:
         if config is not None:
             memo = (cell.run, json.dumps(job["settings"], sort_keys=True))
             if memo not in budgets:
-                budgets[memo] = budget(runs[cell.run], config, device, macs[cell.run])
+                budgets[memo] = budget(runs[cell.run], config, device, per_pass[cell.run])
             record["budget"] = budgets[memo]
         done = entry["done"]
         if job["key"] in lost:

@@ -305,6 +305,8 @@ def scratch_bytes(layers, isa: str) -> int:
 # by ``python benchmarks/firmware.py --fit docs/firmware_benchmark.json`` to the per-op counts measured in QEMU
 # (-icount: exact) on the default DS-CNN and five MLPerf Tiny models: Cortex-M3 for "ref", M4F for "dsp", M55
 # for "mve". MUL and MAX_POOL_2D are in none of those models: rough per-element figures, not measured.
+# L2_NORMALIZATION is one measurement (the digits model's cosine head: one row of 512 features; 24,074 /
+# 24,079 / 25,164 instructions on M3 / M4F / M55), per element with the call's inverse square root folded in.
 TERMS = ("macs", "outputs", "columns", "taps", "inputs", "calls")
 CONV_TERMS = ("macs", "outputs", "columns", "taps", "inputs")  # what the fit uses for the conv-like paths
 OTHER_TERMS = ("macs", "calls")  # and for the others
@@ -330,6 +332,7 @@ INSTRUCTIONS = {('CONV_2D', '1x1'): {'ref': {'macs': 5.978, 'outputs': 71.11},
                                   'dsp': {'macs': 0.8108, 'calls': 8887.0},
                                   'mve': {'calls': 6877.0}},
  ('MAX_POOL_2D', 'general'): {'ref': {'macs': 8.0}, 'dsp': {'macs': 8.0}, 'mve': {'macs': 8.0}},
+ ('L2_NORMALIZATION', 'general'): {'ref': {'macs': 47.02}, 'dsp': {'macs': 47.03}, 'mve': {'macs': 49.15}},
  ('SOFTMAX', 'general'): {'ref': {'macs': 109.7, 'calls': 1288.0},
                           'dsp': {'macs': 109.0, 'calls': 1281.0},
                           'mve': {'macs': 111.3, 'calls': 1353.0}}}
@@ -356,7 +359,7 @@ def layer_terms(lay: Layer) -> dict[str, int]:
     elif op in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
         outputs = f["out_h"] * f["out_w"] * f["channels"]
         terms.update(macs=outputs * f["filter_h"] * f["filter_w"], outputs=outputs)
-    else:  # SOFTMAX
+    else:  # SOFTMAX, L2_NORMALIZATION
         terms.update(macs=f["rows"] * f["depth"], outputs=f["rows"] * f["depth"])
     return terms
 

@@ -108,23 +108,32 @@ LOWER_BOUND = ("a lower bound: instructions / clock, at least one cycle per inst
                "wait states take more on silicon)")
 
 
+def pass_instructions(run, isa: str) -> dict:
+    """Estimated instructions per sample of a whole inference, of the frozen prefix and of one suffix pass
+    (split where the learners split), by the kernels' per-path costs on ``isa`` fitted to QEMU's exact
+    counts (``zo_edge.kernel_spec.INSTRUCTIONS``)."""
+    from zo_edge import kernel_spec, planner
+
+    layers = kernel_spec.model_layers(run.graph)
+    prefix_ops = planner.split_schedules(run.graph, run.plan.trainable_indices()).prefix_ops
+    inference = kernel_spec.estimated_instructions(layers, isa)
+    prefix = kernel_spec.estimated_instructions([(i, lay) for i, lay in layers if i in prefix_ops], isa)
+    return {"inference": inference, "prefix": prefix, "suffix": inference - prefix}
+
+
 def timing(run, config, device: Device) -> dict:
     """Time per inference and per zo-fc step on the device: instructions / clock_hz, a lower bound.
 
-    Instructions are estimated from the graph (``kernel_spec.INSTRUCTIONS``: per path and instruction set,
-    fitted to QEMU's exact counts); a step is B prefix passes and (2q+1)·B suffix passes (a measured step adds perturbing,
-    the loss and the updates). ``attach_measured`` puts a firmware's exact counts in their place."""
-    from zo_edge import kernel_spec, planner
+    Instructions are ``pass_instructions``; a step is B prefix passes and (2q+1)·B suffix passes (a
+    measured step adds perturbing, the loss and the updates). ``attach_measured`` puts a firmware's exact
+    counts in their place."""
+    from zo_edge import kernel_spec
 
     isa = kernel_spec.CORE_ISA[device.core]
-    graph = run.graph
-    layers = kernel_spec.model_layers(graph)
-    prefix_ops = planner.split_schedules(graph, run.plan.trainable_indices()).prefix_ops
-    inference = kernel_spec.estimated_instructions(layers, isa)
-    prefix = kernel_spec.estimated_instructions([(i, lay) for i, lay in layers if i in prefix_ops], isa)
+    per_pass = pass_instructions(run, isa)
     passes = (2 * config.q + 1) * config.batch_size
-    step = config.batch_size * prefix + passes * (inference - prefix)
-    instructions = {"inference": int(inference), "train_step": int(step)}
+    step = config.batch_size * per_pass["prefix"] + passes * per_pass["suffix"]
+    instructions = {"inference": int(per_pass["inference"]), "train_step": int(step)}
     return {"clock_hz": device.clock_hz, "isa": isa, "measured": False, "instructions": instructions,
             "seconds_at_least": _seconds(instructions, device.clock_hz), "lower_bound": LOWER_BOUND,
             "basis": f"estimated from the graph by the {isa} kernels' per-path costs fitted to QEMU counts "

@@ -3,29 +3,23 @@
 RAM and flash are ``zo_edge.memory.estimate`` of the firmware the method would run: the exported
 train step (``zo-fc``; ``zo`` and ``head`` export the same step with other vectors) for the
 zeroth-order methods and ``head``, a device backward pass for ``fo``, and inference alone for
-``frozen``. Instructions per step are estimated from the multiply-accumulates of the step's
-heaviest form (the classifier training too):
+``frozen``, with the kernels' scratch of the core's instruction set. Instructions per step are those
+of the step's heaviest form (the classifier training too):
 
-    instructions ≈ INSTRUCTIONS_PER_MAC · B · (prefix MACs + passes · suffix MACs)
+    instructions ≈ B · (prefix + passes · suffix)
 
-with passes = 2q+1 (zo-fc), 2q (zo), 1 (head), 3 (fo: a forward and, counted as twice its MACs, a
-backward pass through the suffix) and 0 (frozen: no step). INSTRUCTIONS_PER_MAC depends on the
-kernels the device's core runs and is measured on the exported firmware of the default DS-CNN in
-QEMU (2,495,104 MACs per inference; the README's firmware section): the DSP kernels on the Cortex-M4F,
-6,235,798 instructions per inference (2.50 per MAC), and the reference kernels on the Cortex-M3,
-33,489,117 (13.42 per MAC). Cores with the DSP extension get the first figure (the M55's MVE kernels
-are not measured yet and get it too), the others the second. Time per step is a lower bound: those
-instructions at one per cycle at the device's clock. ``zo-edge verify-firmware`` measures one
-configuration exactly. (When ``zo_edge.kernel_spec`` carries per-path costs, they belong there.)
+with prefix and suffix the instructions of one sample's frozen prefix and one suffix pass
+(``zo_edge.profile.pass_instructions``: the kernels' per-path costs on the core's instruction set,
+fitted to QEMU's exact counts) and passes = 2q+1 (zo-fc), 2q (zo), 1 (head), 3 (fo: a forward and,
+counted as twice its work, a backward pass through the suffix) and 0 (frozen: no step). Perturbing,
+the loss and the updates are left out, so time per step (those instructions at one per cycle at the
+device's clock) is a lower bound; ``zo-edge verify-firmware`` measures one configuration exactly.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-DEFAULT_MACS = 2_495_104  # one inference of the default DS-CNN
-INSTRUCTIONS_PER_MAC = {"dsp": 6_235_798 / DEFAULT_MACS, "ref": 33_489_117 / DEFAULT_MACS}  # measured, see above
-DSP_CORES = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")
 CONFIGURATION = {"zo-fc": "zo-fc", "zo": "zo-fc", "head": "zo-fc", "fo": "fo", "frozen": "inference"}
 
 
@@ -34,26 +28,25 @@ def suffix_passes(config) -> int:
     return {"zo-fc": 2 * config.q + 1, "zo": 2 * config.q, "head": 1, "fo": 3, "frozen": 0}[config.method]
 
 
-def split_macs(run) -> dict:
-    """MACs per sample of the prefix and of one suffix pass, split where the learners split."""
-    from zo_edge.cost import split_macs as macs
-    from zo_edge.engine import Engine
+def split_instructions(run, device) -> dict:
+    """Estimated instructions per sample of the prefix and of one suffix pass on the device's core."""
+    from zo_edge.kernel_spec import CORE_ISA
+    from zo_edge.profile import pass_instructions
 
-    plan = run.plan
-    return macs(Engine(run.graph).split_frozen(plan.trainable_indices(), outputs=[plan.classifier.logits]))
+    return pass_instructions(run, CORE_ISA[device.core])
 
 
-def budget(run, config, device, macs: dict | None = None) -> dict:
+def budget(run, config, device, per_pass: dict | None = None) -> dict:
     """The device budget of ``config`` on ``run``'s model (module docstring) as a JSON-ready dict."""
+    from zo_edge.kernel_spec import CORE_ISA
     from zo_edge.memory import estimate
 
     configuration = CONFIGURATION[config.method]
-    memory = estimate(run, dataclasses.replace(config, mode="int8"), configuration)
-    macs = macs or split_macs(run)
+    kernels = CORE_ISA[device.core]
+    memory = estimate(run, dataclasses.replace(config, mode="int8"), configuration, isa=kernels)
+    per_pass = per_pass or split_instructions(run, device)
     passes = suffix_passes(config)
-    work = config.batch_size * (macs["prefix"] + passes * macs["suffix"]) if passes else 0
-    kernels = "dsp" if device.core in DSP_CORES else "ref"
-    instructions = int(round(INSTRUCTIONS_PER_MAC[kernels] * work))
+    instructions = int(round(config.batch_size * (per_pass["prefix"] + passes * per_pass["suffix"]))) if passes else 0
     ram, flash = int(memory.ram_bytes), int(memory.flash_bytes)
     return {
         "configuration": configuration,
@@ -61,7 +54,7 @@ def budget(run, config, device, macs: dict | None = None) -> dict:
         "flash_bytes": flash,
         "suffix_passes_per_sample": passes,
         "kernels": kernels,
-        "instructions_per_mac": INSTRUCTIONS_PER_MAC[kernels],
+        "instructions_per_pass": {"prefix": int(per_pass["prefix"]), "suffix": int(per_pass["suffix"])},
         "instructions_per_step": instructions,
         "seconds_per_step": instructions / device.clock_hz,
         "fits": ram <= device.sram_bytes and flash <= device.flash_bytes,
