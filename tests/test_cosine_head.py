@@ -96,3 +96,17 @@ def test_every_method_learns_on_a_cosine_head_in_int8_and_float_alike(run, metho
         if method != "zo":
             assert accuracy[mode] > before + 0.1, (mode, before, accuracy[mode])
     assert abs(accuracy["int8"] - accuracy["float"]) < 0.1
+
+
+def test_profile_budgets_a_cosine_head_with_its_l2_normalisation(run):
+    from zo_edge import kernel_spec
+    from zo_edge.devices import get_device, load_catalogue
+    from zo_edge.profile import pass_instructions, profile
+
+    result = profile(run, LearnerConfig(method="zo-fc", mode="int8"), get_device("nrf52840", load_catalogue()))
+    assert result["time"]["instructions"]["train_step"] > result["time"]["instructions"]["inference"] > 0
+    l2 = [lay for _, lay in kernel_spec.model_layers(run.graph) if lay.kernel.opcode == "L2_NORMALIZATION"]
+    assert len(l2) == 1
+    # the L2 normalisation runs in every suffix pass: it is part of the suffix's estimate
+    cost = kernel_spec.path_instructions("L2_NORMALIZATION", "general", kernel_spec.layer_terms(l2[0]), "dsp")
+    assert cost > 0 and pass_instructions(run, "dsp")["suffix"] > cost
