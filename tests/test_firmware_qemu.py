@@ -293,6 +293,7 @@ void zoedge_mark(int phase);
 void zoedge_train_init(void);
 int zoedge_train_step(const int8_t *inputs, const uint8_t *labels, uint32_t batch, const uint8_t *allowed,
                       int train_classifier);
+void zoedge_train_set_epoch(uint32_t epoch);
 uint32_t zoedge_train_state_size(void);
 void zoedge_train_state_save(uint8_t *dst);
 #endif
@@ -339,6 +340,10 @@ int zoedge_train_step(const int8_t *inputs, const uint8_t *labels, uint32_t batc
     counters[3] += (uint32_t)train_classifier;
     ZOEDGE_MARK(ZOEDGE_PHASE_END);
     return 0;
+}
+void zoedge_train_set_epoch(uint32_t epoch)
+{
+    (void)epoch; /* the stub has no learning-rate schedule */
 }
 uint32_t zoedge_train_state_size(void)
 {

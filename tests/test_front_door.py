@@ -271,7 +271,8 @@ def test_help_lists_the_commands_in_the_order_of_the_job():
     result = zo_edge("--help")
     assert result.returncode == 0
     listed = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()]
-    assert listed[:9] == ["data", "build", "inspect", "simulate", "compare", "export", "verify-firmware", "profile", "demo"]
+    assert listed[:10] == ["data", "build", "inspect", "simulate", "compare", "export", "verify-firmware", "profile",
+                           "sweep", "demo"]
     assert "From nothing to firmware" in result.stdout
 
 

@@ -146,6 +146,7 @@ LAYOUTS: dict[str, dict[int, tuple[str, object]]] = {
     "FullyConnectedOptions": _fields(("fused_activation_function", I8), ("weights_format", I8),
                                      ("keep_num_dims", BOOL), ("asymmetric_quantize_inputs", BOOL),
                                      ("quantized_bias_type", I8), ("quant_spec", Vector(1))),
+    "L2NormOptions": _fields(("fused_activation_function", I8)),
     "MulOptions": _fields(("fused_activation_function", I8)),
     "PackOptions": _fields(("values_count", I32), ("axis", I32)),
     "Pool2DOptions": _fields(("padding", I8), ("stride_w", I32), ("stride_h", I32), ("filter_width", I32),
