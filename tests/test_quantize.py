@@ -152,7 +152,7 @@ def test_build_run_writes_a_run_and_refuses_to_overwrite(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
     assert run.settings["arch"] == "ds-cnn" and run.meta["pretrain"]["base_accuracy"] > 0.8
     assert run.meta["quantization"]["int8_base_test"]["accuracy"] > 0.8
-    assert lines and run.meta["build_seconds"] < 60
+    assert lines and run.meta["build_seconds"] > 0  # recorded; speed belongs in benchmarks/, not in a timed test
     loaded = load_run(out)
     assert loaded.plan == Q.check_tflite(loaded.tflite, [a.keras for a in loaded.plan.adapters], "classifier")
     assert loaded.meta["scenario"]["class_order"] == run.meta["scenario"]["class_order"]
