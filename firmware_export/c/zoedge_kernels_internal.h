@@ -32,6 +32,20 @@ ZOEDGE_INLINE int32_t zoedge_saturating_rounding_doubling_high_mul(int32_t a, in
     return (int32_t)((ab + nudge) / ((int64_t)1 << 31)); /* C division truncates toward zero */
 }
 
+/* gemmlowp's SaturatingRoundingMultiplyByPOT for a positive exponent: a saturating left shift
+ * (SOFTMAX's and L2_NORMALIZATION's fixed point). */
+ZOEDGE_INLINE int32_t zoedge_saturating_left_shift(int32_t x, int32_t exponent)
+{
+    const int32_t threshold = (int32_t)((1u << (31 - exponent)) - 1u);
+    if (x > threshold) {
+        return INT32_MAX;
+    }
+    if (x < -threshold) {
+        return INT32_MIN;
+    }
+    return (int32_t)((uint32_t)x << exponent);
+}
+
 /* gemmlowp's RoundingDivideByPOT: x / 2^exponent rounded to nearest, halves away from zero. */
 ZOEDGE_INLINE int32_t zoedge_rounding_divide_by_pot(int32_t x, int32_t exponent)
 {

@@ -284,19 +284,6 @@ void zoedge_max_pool_2d(const zoedge_pool_params *p, const int8_t *input, int8_t
 #define SOFTMAX_SCALED_DIFF_INTEGER_BITS 5
 #define SOFTMAX_ACCUMULATION_INTEGER_BITS 12
 
-/* gemmlowp's SaturatingRoundingMultiplyByPOT for a positive exponent. */
-static int32_t saturating_left_shift(int32_t x, int32_t exponent)
-{
-    const int32_t threshold = (int32_t)((1u << (31 - exponent)) - 1u);
-    if (x > threshold) {
-        return INT32_MAX;
-    }
-    if (x < -threshold) {
-        return INT32_MIN;
-    }
-    return (int32_t)((uint32_t)x << exponent);
-}
-
 static int32_t mul(int32_t a, int32_t b)
 {
     return zoedge_saturating_rounding_doubling_high_mul(a, b);
@@ -324,7 +311,7 @@ static int32_t exp_on_negative_values(int32_t a)
     const int32_t one_quarter = 1 << (fractional_bits - 2);
     const int32_t a_mod_quarter_minus_one_quarter = (a & (one_quarter - 1)) - one_quarter;
     int32_t result = exp_on_interval_between_negative_one_quarter_and_0_excl(
-        saturating_left_shift(a_mod_quarter_minus_one_quarter, SOFTMAX_SCALED_DIFF_INTEGER_BITS));
+        zoedge_saturating_left_shift(a_mod_quarter_minus_one_quarter, SOFTMAX_SCALED_DIFF_INTEGER_BITS));
     const int32_t remainder = a_mod_quarter_minus_one_quarter - a;  /* in [0, 2^31): no overflow */
     for (int32_t k = 0; k < 7; ++k) {  /* e^(-2^(k-2)) for each bit of the remainder */
         if ((remainder >> (fractional_bits - 2 + k)) & 1) {
@@ -342,9 +329,9 @@ static int32_t one_over_one_plus_x_for_x_in_0_1(int32_t a)
     int32_t x = 1515870810 + mul(half_denominator, -1010580540);  /* 48/17 - 32/17 d */
     for (int32_t i = 0; i < 3; ++i) {
         const int32_t one_minus_half_denominator_times_x = (1 << 29) - mul(half_denominator, x);
-        x = x + saturating_left_shift(mul(x, one_minus_half_denominator_times_x), 2);
+        x = x + zoedge_saturating_left_shift(mul(x, one_minus_half_denominator_times_x), 2);
     }
-    return saturating_left_shift(x, 1);
+    return zoedge_saturating_left_shift(x, 1);
 }
 
 static int32_t count_leading_zeros(uint32_t x)

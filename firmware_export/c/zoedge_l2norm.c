@@ -5,24 +5,6 @@
 
 #define L2NORM_OUTPUT_SCALE_BITS 7  /* outputs in steps of 1/128 */
 
-/* gemmlowp's SaturatingRoundingMultiplyByPOT for a positive exponent (a saturating left shift). */
-static int32_t l2norm_saturating_left_shift(int32_t x, int32_t exponent)
-{
-    const int32_t threshold = (int32_t)((1u << (31 - exponent)) - 1u);
-    if (x > threshold) {
-        return INT32_MAX;
-    }
-    if (x < -threshold) {
-        return INT32_MIN;
-    }
-    return (int32_t)((uint32_t)x << exponent);
-}
-
-static int32_t l2norm_mul(int32_t a, int32_t b)
-{
-    return zoedge_saturating_rounding_doubling_high_mul(a, b);
-}
-
 static int32_t l2norm_count_leading_zeros(uint32_t x)
 {
     int32_t n = 0;
@@ -55,10 +37,13 @@ static void l2norm_inv_sqrt(int32_t input, int32_t *multiplier, int32_t *shift)
     const int32_t half_three = (1 << 28) + (1 << 27);
     int32_t x = 1 << 28;
     for (int32_t i = 0; i < 5; ++i) {
-        const int32_t x3 = l2norm_saturating_left_shift(l2norm_mul(l2norm_mul(x, x), x), 6);
-        x = l2norm_saturating_left_shift(l2norm_mul(half_three, x) - l2norm_mul(half_input, x3), 3);
+        const int32_t x2 = zoedge_saturating_rounding_doubling_high_mul(x, x);
+        const int32_t x3 = zoedge_saturating_left_shift(zoedge_saturating_rounding_doubling_high_mul(x2, x), 6);
+        const int32_t step = zoedge_saturating_rounding_doubling_high_mul(half_three, x)
+                             - zoedge_saturating_rounding_doubling_high_mul(half_input, x3);
+        x = zoedge_saturating_left_shift(step, 3);
     }
-    x = l2norm_mul(x, 1518500250);  /* times sqrt(2)/2 in Q0.31 */
+    x = zoedge_saturating_rounding_doubling_high_mul(x, 1518500250);  /* times sqrt(2)/2 in Q0.31 */
     if (out_shift < 0) {
         x = (int32_t)((uint32_t)x << -out_shift);
         out_shift = 0;
